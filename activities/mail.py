@@ -1,0 +1,163 @@
+"""Letters and alerts over SMTP, each sent exactly once.
+
+Every message has a Message-ID derived from complaint id, kind and sequence. Before
+sending, the activity claims the message's row in PostgreSQL (``SELECT ... FOR
+UPDATE``); a row already marked sent is never sent again, so a retried activity
+returns the first send's receipt. The row lock also keeps two concurrent attempts
+from both sending. The one window left is a crash after the SMTP server accepted
+the message and before the row is marked sent: the retry then sends the same
+message again with the same Message-ID, which mail clients treat as one message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.message import EmailMessage
+from email.utils import formataddr, format_datetime, parseaddr
+
+import aiosmtplib
+import asyncpg
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.letters import LetterTemplates, Rendered, render_alert
+from activities.names import SEND_ALERT, SEND_LETTER
+from complaints.config import Settings
+from complaints.models import AlertSent, LetterSent, SendAlertInput, SendLetterInput
+
+UNDELIVERABLE = "LetterUndeliverable"
+
+
+def message_id(complaint_id: str, kind: str, sequence: int, domain: str) -> str:
+    return f"<{complaint_id}.{kind}.{sequence}@{domain}>"
+
+
+@dataclass(frozen=True)
+class SmtpSender:
+    settings: Settings
+
+    @property
+    def domain(self) -> str:
+        address = parseaddr(self.settings.mail_from)[1]
+        return address.rpartition("@")[2] or "level-up.nl"
+
+    def compose(self, *, to: str, to_name: str | None, rendered: Rendered, msg_id: str,
+                headers: dict[str, str]) -> EmailMessage:
+        msg = EmailMessage()
+        msg["From"] = self.settings.mail_from
+        msg["To"] = formataddr((to_name, to)) if to_name else to
+        msg["Subject"] = rendered.subject
+        msg["Message-ID"] = msg_id
+        msg["Date"] = format_datetime(datetime.now(timezone.utc))
+        for name, value in headers.items():
+            msg[name] = value
+        msg.set_content(rendered.body)
+        return msg
+
+    async def send(self, msg: EmailMessage) -> None:
+        """Send; a permanent refusal (5xx) raises a non-retryable ApplicationError."""
+        s = self.settings
+        try:
+            await aiosmtplib.send(
+                msg, hostname=s.smtp_host, port=s.smtp_port,
+                username=s.smtp_username, password=s.smtp_password,
+                use_tls=s.smtp_tls == "tls", start_tls=s.smtp_tls == "starttls",
+                timeout=30,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as err:
+            codes = [r.code for r in err.recipients]
+            if codes and all(500 <= c < 600 for c in codes):
+                raise ApplicationError(f"recipient refused by the mail server ({codes[0]})",
+                                       type=UNDELIVERABLE, non_retryable=True) from None
+            raise
+        except aiosmtplib.SMTPResponseException as err:
+            if 500 <= err.code < 600 and not isinstance(err, aiosmtplib.SMTPServerDisconnected):
+                raise ApplicationError(f"mail server refused the message ({err.code})",
+                                       type=UNDELIVERABLE, non_retryable=True) from None
+            raise
+
+
+class MailActivities:
+    def __init__(self, pool: asyncpg.Pool, settings: Settings, templates: LetterTemplates) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._sender = SmtpSender(settings)
+        self._templates = templates
+
+    @activity.defn(name=SEND_LETTER)
+    async def send_letter(self, letter: SendLetterInput) -> LetterSent:
+        msg_id = message_id(letter.complaint_id, letter.kind.value, letter.sequence, self._sender.domain)
+        rendered = self._templates.render(letter)
+        to = letter.recipient.email
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                """
+                INSERT INTO letters (complaint_id, kind, sequence, message_id, status, recipient,
+                                     subject, body)
+                VALUES ($1, $2, $3, $4, 'sending', $5, $6, $7) ON CONFLICT DO NOTHING
+                """,
+                letter.complaint_id, letter.kind.value, letter.sequence, msg_id, to,
+                rendered.subject, rendered.body,
+            )
+            row = await conn.fetchrow(
+                "SELECT status, sent_at, recipient FROM letters"
+                " WHERE complaint_id = $1 AND kind = $2 AND sequence = $3 FOR UPDATE",
+                letter.complaint_id, letter.kind.value, letter.sequence,
+            )
+            if row["status"] == "sent":
+                activity.logger.info("letter %s already sent; not sending again", msg_id)
+                return LetterSent(message_id=msg_id, sent_at=row["sent_at"], to=row["recipient"] or to)
+            msg = self._sender.compose(
+                to=to, to_name=letter.recipient.name, rendered=rendered, msg_id=msg_id,
+                headers={"X-Complaint-Id": letter.complaint_id, "X-Letter-Kind": letter.kind.value},
+            )
+            refused: ApplicationError | None = None
+            try:
+                await self._sender.send(msg)
+            except ApplicationError as err:
+                refused = err
+            sent_at = datetime.now(timezone.utc)
+            await conn.execute(
+                "UPDATE letters SET status = $4, sent_at = $5, error = $6"
+                " WHERE complaint_id = $1 AND kind = $2 AND sequence = $3",
+                letter.complaint_id, letter.kind.value, letter.sequence,
+                "failed" if refused else "sent", None if refused else sent_at,
+                refused.message if refused else None,
+            )
+        if refused is not None:
+            # Permanent: recorded as failed above; the workflow alerts the director.
+            raise refused
+        return LetterSent(message_id=msg_id, sent_at=sent_at, to=to)
+
+    @activity.defn(name=SEND_ALERT)
+    async def send_alert(self, alert: SendAlertInput) -> AlertSent:
+        msg_id = message_id(alert.complaint_id, "alert-" + alert.kind.value, alert.sequence,
+                            self._sender.domain)
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                """
+                INSERT INTO alerts (complaint_id, kind, sequence, deadline, message_id)
+                VALUES ($1, $2, $3, $4, $5)
+                ON CONFLICT (complaint_id, kind, sequence) DO UPDATE SET message_id = $5
+                """,
+                alert.complaint_id, alert.kind.value, alert.sequence, alert.deadline, msg_id,
+            )
+            sent_at = await conn.fetchval(
+                "SELECT sent_at FROM alerts WHERE complaint_id = $1 AND kind = $2 AND sequence = $3"
+                " FOR UPDATE",
+                alert.complaint_id, alert.kind.value, alert.sequence,
+            )
+            if sent_at is not None:
+                return AlertSent(message_id=msg_id, sent_at=sent_at)
+            msg = self._sender.compose(
+                to=self._settings.director_email, to_name=None, rendered=render_alert(alert),
+                msg_id=msg_id, headers={"X-Complaint-Id": alert.complaint_id, "X-Alert-Kind": alert.kind.value},
+            )
+            await self._sender.send(msg)
+            sent_at = datetime.now(timezone.utc)
+            await conn.execute(
+                "UPDATE alerts SET sent_at = $4 WHERE complaint_id = $1 AND kind = $2 AND sequence = $3",
+                alert.complaint_id, alert.kind.value, alert.sequence, sent_at,
+            )
+        return AlertSent(message_id=msg_id, sent_at=sent_at)

@@ -1,0 +1,8 @@
+"""Activity names, shared by the workflow (which calls them by name) and the worker."""
+
+PLAN_DEADLINE = "plan_deadline"
+OPEN_DOSSIER = "open_dossier"
+UPDATE_DOSSIER = "update_dossier"
+PURGE_DOSSIER = "purge_dossier"
+SEND_LETTER = "send_letter"
+SEND_ALERT = "send_alert"

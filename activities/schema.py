@@ -1,0 +1,118 @@
+"""The dossier's schema, applied by the worker at start (idempotent, ordered migrations)."""
+
+from __future__ import annotations
+
+import asyncpg
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the dossier
+    """
+    CREATE TABLE complaints (
+        complaint_id              text PRIMARY KEY,
+        channel                   text NOT NULL,
+        route                     text NOT NULL,
+        role                      text NOT NULL,
+        product                   text NOT NULL,
+        submitted_on              date NOT NULL,
+        received_at               timestamptz NOT NULL,
+        formal_received_at        timestamptz,
+        phase                     text NOT NULL,
+        outcome                   text,
+        calendar                  text,
+        acknowledge_by            timestamptz,
+        acknowledged_at           timestamptz,
+        resolve_by                timestamptz,
+        extensions                integer NOT NULL DEFAULT 0,
+        decided_at                timestamptz,
+        decided_within_term       boolean,
+        mediated                  boolean NOT NULL DEFAULT false,
+        verdict_at                timestamptz,
+        consequences_by           timestamptz,
+        closed_at                 timestamptz,
+        purge_on                  timestamptz,
+        purged_at                 timestamptz,
+        state_version             integer NOT NULL DEFAULT -1,
+        updated_at                timestamptz NOT NULL DEFAULT now(),
+        -- personal data: erased when the retention year ends
+        complainant_name          text,
+        complainant_organisation  text,
+        complainant_email         text,
+        complainant_phone         text,
+        reference                 text,
+        description               text,
+        motivation                text,
+        decision_motivation       text,
+        mediator                  text,
+        verdict_summary           text
+    );
+    CREATE INDEX complaints_received_at ON complaints (received_at);
+    CREATE INDEX complaints_product ON complaints (product);
+
+    CREATE TABLE letters (
+        complaint_id  text NOT NULL REFERENCES complaints,
+        kind          text NOT NULL,
+        sequence      integer NOT NULL,
+        message_id    text NOT NULL,
+        status        text NOT NULL CHECK (status IN ('sending', 'sent', 'failed')),
+        recipient     text,
+        subject       text,
+        body          text,
+        error         text,
+        created_at    timestamptz NOT NULL DEFAULT now(),
+        sent_at       timestamptz,
+        PRIMARY KEY (complaint_id, kind, sequence)
+    );
+
+    CREATE TABLE alerts (
+        complaint_id  text NOT NULL REFERENCES complaints,
+        kind          text NOT NULL,
+        sequence      integer NOT NULL,
+        raised_at     timestamptz,
+        deadline      timestamptz,
+        message_id    text,
+        sent_at       timestamptz,
+        PRIMARY KEY (complaint_id, kind, sequence)
+    );
+
+    CREATE TABLE complaint_events (
+        complaint_id  text NOT NULL REFERENCES complaints,
+        sequence      integer NOT NULL,
+        at            timestamptz NOT NULL,
+        action        text NOT NULL,
+        actor         text NOT NULL,
+        note          text,
+        PRIMARY KEY (complaint_id, sequence)
+    );
+
+    CREATE TABLE measures (
+        complaint_id  text NOT NULL REFERENCES complaints,
+        sequence      integer NOT NULL,
+        recorded_at   timestamptz NOT NULL,
+        actor         text NOT NULL,
+        product       text NOT NULL,
+        measure       text NOT NULL,
+        PRIMARY KEY (complaint_id, sequence)
+    );
+    """,
+)
+
+_LOCK_KEY = 0x4C55_434F  # "LUCO": one migrator at a time across workers
+
+
+async def apply_migrations(conn: asyncpg.Connection) -> int:
+    """Apply the migrations this database lacks; returns how many were applied."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
+        applied = 0
+        for version, sql in enumerate(MIGRATIONS, start=1):
+            if version <= current:
+                continue
+            await conn.execute(sql)
+            await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
+            applied += 1
+        return applied

@@ -1,0 +1,90 @@
+"""All configuration, read from the environment in one place.
+
+The worker, the starter and the admin CLI all call :func:`load_settings`; later
+concerns (encryption keys, TLS, metrics) add their fields here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Literal, Mapping
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEV_DATA_DIR = REPO_ROOT / ".data"
+
+#: Port of the dev stack's embedded PostgreSQL (``make run``).
+DEV_POSTGRES_PORT = 55432
+DEV_DATABASE_URL = f"postgresql://postgres@127.0.0.1:{DEV_POSTGRES_PORT}/complaints"
+
+SmtpTls = Literal["none", "starttls", "tls"]
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = "complaints"
+    database_url: str = DEV_DATABASE_URL
+    smtp_host: str = "localhost"
+    smtp_port: int = 1025
+    smtp_username: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
+    smtp_tls: SmtpTls = "none"
+    mail_from: str = "Level Up <info@level-up.nl>"
+    director_email: str = "directie@level-up.nl"
+    #: Company closure days that count as non-working days on top of the Dutch public holidays.
+    closure_days: tuple[date, ...] = ()
+
+
+def _closure_days(raw: str) -> tuple[date, ...]:
+    days = []
+    for part in raw.replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            days.append(date.fromisoformat(part))
+        except ValueError:
+            raise ConfigError(
+                f"COMPANY_CLOSURE_DAYS: {part!r} is not a date (use YYYY-MM-DD, comma separated)"
+            ) from None
+    return tuple(sorted(set(days)))
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from ``env`` (default: the process environment)."""
+    env = os.environ if env is None else env
+
+    def get(name: str, default: str) -> str:
+        value = env.get(name, "").strip()
+        return value or default
+
+    port_raw = get("SMTP_PORT", "1025")
+    try:
+        smtp_port = int(port_raw)
+    except ValueError:
+        raise ConfigError(f"SMTP_PORT: {port_raw!r} is not a port number") from None
+    tls = get("SMTP_TLS", "none").lower()
+    if tls not in ("none", "starttls", "tls"):
+        raise ConfigError(f"SMTP_TLS: {tls!r} must be one of none, starttls, tls")
+    return Settings(
+        temporal_address=get("TEMPORAL_ADDRESS", "localhost:7233"),
+        temporal_namespace=get("TEMPORAL_NAMESPACE", "default"),
+        task_queue=get("TEMPORAL_TASK_QUEUE", "complaints"),
+        database_url=get("DATABASE_URL", DEV_DATABASE_URL),
+        smtp_host=get("SMTP_HOST", "localhost"),
+        smtp_port=smtp_port,
+        smtp_username=env.get("SMTP_USERNAME") or None,
+        smtp_password=env.get("SMTP_PASSWORD") or None,
+        smtp_tls=tls,  # type: ignore[arg-type]
+        mail_from=get("MAIL_FROM", "Level Up <info@level-up.nl>"),
+        director_email=get("DIRECTOR_EMAIL", "directie@level-up.nl"),
+        closure_days=_closure_days(env.get("COMPANY_CLOSURE_DAYS", "")),
+    )

@@ -1,0 +1,437 @@
+"""The complaint procedure's vocabulary as pydantic models.
+
+Intake (what an intake service submits), the inputs of the workflow, its staff
+actions (updates) and its activities, and the view staff and operators read.
+Each workflow, update and activity has its own input model so that fields can
+be added without breaking complaints that are already running.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+import phonenumbers
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+# --------------------------------------------------------------------------- enums
+
+
+class Channel(StrEnum):
+    EMAIL = "email"
+    LETTER = "letter"
+    CONVERSATION = "conversation"
+
+
+class Route(StrEnum):
+    INFORMAL = "informal"
+    FORMAL = "formal"
+
+
+class Role(StrEnum):
+    CUSTOMER = "customer"
+    EMPLOYEE = "employee"
+
+
+class Phase(StrEnum):
+    INFORMAL = "informal"
+    FORMAL = "formal"
+    DECIDED = "decided"
+    MEDIATION = "mediation"
+    CONSEQUENCES = "consequences"
+    CLOSED = "closed"
+    PURGED = "purged"
+
+
+OPEN_PHASES = (Phase.INFORMAL, Phase.FORMAL, Phase.DECIDED, Phase.MEDIATION, Phase.CONSEQUENCES)
+
+
+class Outcome(StrEnum):
+    RESOLVED_INFORMALLY = "resolved-informally"
+    UPHELD = "upheld"
+    PARTIALLY_UPHELD = "partially-upheld"
+    REJECTED = "rejected"
+    MEDIATED = "mediated"
+    WITHDRAWN = "withdrawn"
+
+
+#: The outcomes staff may choose when deciding a formal complaint.
+DECISION_OUTCOMES = (Outcome.UPHELD, Outcome.PARTIALLY_UPHELD, Outcome.REJECTED)
+
+
+class LetterKind(StrEnum):
+    ACKNOWLEDGEMENT = "acknowledgement"
+    EXTENSION = "extension"
+    DECISION = "decision"
+    MEDIATOR_ENGAGED = "mediator-engaged"
+    VERDICT = "verdict"
+    INFORMAL_RESOLUTION = "informal-resolution"
+    WITHDRAWAL = "withdrawal"
+
+
+class AlertKind(StrEnum):
+    INFORMAL_STALLED = "informal-stalled"
+    ACKNOWLEDGEMENT_OVERDUE = "acknowledgement-overdue"
+    RESOLUTION_DUE_SOON = "resolution-due-soon"
+    RESOLUTION_OVERDUE = "resolution-overdue"
+    CONSEQUENCES_OVERDUE = "consequences-overdue"
+    LETTER_UNDELIVERABLE = "letter-undeliverable"
+
+
+# ------------------------------------------------------------------ field types
+
+MAX_TEXT = 20_000
+MAX_LINE = 200
+# Any C0/C1 control character, DEL, and the Unicode line/paragraph separators.
+_CONTROL_IN_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Multi-line text may hold line breaks and tabs, nothing else from the control ranges.
+_CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _single_line(value: str) -> str:
+    if _CONTROL_IN_LINE.search(value):
+        raise ValueError("must be a single line without control characters (no CR, LF or tab)")
+    value = value.strip()
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+def _text(value: str) -> str:
+    if _CONTROL_IN_TEXT.search(value):
+        raise ValueError("must not contain control characters")
+    value = value.strip()
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+SingleLine = Annotated[str, Field(max_length=MAX_LINE), AfterValidator(_single_line)]
+Text = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_text)]
+
+
+def _phone(value: str) -> str:
+    try:
+        number = phonenumbers.parse(value, "NL")
+    except phonenumbers.NumberParseException:
+        raise ValueError("is not a phone number") from None
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError("is not a valid phone number")
+    return value
+
+
+Phone = Annotated[SingleLine, AfterValidator(_phone)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+# ------------------------------------------------------------------------ intake
+
+
+class Complainant(_Model):
+    name: SingleLine
+    organisation: SingleLine
+    email: Annotated[EmailStr, Field(max_length=254)]
+    phone: Phone
+    role: Role = Role.CUSTOMER
+
+    @field_validator("email", mode="before")
+    @classmethod
+    def _email_single_line(cls, value: Any) -> Any:
+        if isinstance(value, str) and _CONTROL_IN_LINE.search(value):
+            raise ValueError("must be a single line without control characters")
+        return value
+
+
+class ComplaintSubmission(_Model):
+    """One complaint as an intake service submits it (the procedure's minimum contents).
+
+    Rules that depend on the current time ("not in the future") are checked only
+    when validation runs with a ``{"now": datetime}`` context: at intake. Inside
+    the workflow the same model is read back without that context, so replaying a
+    complaint a year later never trips over the clock.
+    """
+
+    reference: Annotated[str, Field(min_length=1, max_length=MAX_LINE)] | None = None
+    channel: Channel
+    route: Route = Route.INFORMAL
+    complainant: Complainant
+    product: SingleLine
+    submitted_on: date
+    received_at: AwareDatetime | None = None
+    description: Text
+    motivation: Text
+
+    @field_validator("reference")
+    @classmethod
+    def _reference_single_line(cls, value: str | None) -> str | None:
+        return None if value is None else _single_line(value)
+
+    @model_validator(mode="after")
+    def _procedure_rules(self, info: ValidationInfo) -> ComplaintSubmission:
+        if self.route is Route.FORMAL and self.channel is Channel.CONVERSATION:
+            raise ValueError(
+                "route: a formal complaint is written: channel must be email or letter, not conversation"
+            )
+        now = (info.context or {}).get("now") if info else None
+        if isinstance(now, datetime):
+            if self.submitted_on > now.date():
+                raise ValueError("submitted_on: must not be in the future")
+            if self.received_at is not None and self.received_at > now:
+                raise ValueError("received_at: must not be in the future")
+        if self.received_at is not None and self.received_at.date() < self.submitted_on:
+            raise ValueError("received_at: must not be before submitted_on")
+        return self
+
+
+# ---------------------------------------------------------------- workflow input
+
+
+class ComplaintWorkflowInput(_Model):
+    """Input of :class:`workflows.complaint.ComplaintWorkflow`. ``received_at`` is set."""
+
+    submission: ComplaintSubmission
+
+    @model_validator(mode="after")
+    def _received(self) -> ComplaintWorkflowInput:
+        if self.submission.received_at is None:
+            raise ValueError("submission.received_at must be set before starting the workflow")
+        return self
+
+
+# ---------------------------------------------------------- staff actions (updates)
+
+
+class StaffAction(_Model):
+    by: SingleLine
+
+
+class ResolveInformallyInput(StaffAction):
+    note: Text
+
+
+class EscalateInput(StaffAction):
+    reason: Text
+
+
+class ExtendInput(StaffAction):
+    until: date
+    reason: Text
+
+
+class DecideInput(StaffAction):
+    outcome: Outcome
+    motivation: Text
+
+    @field_validator("outcome")
+    @classmethod
+    def _decision_outcome(cls, value: Outcome) -> Outcome:
+        if value not in DECISION_OUTCOMES:
+            raise ValueError("must be one of " + ", ".join(o.value for o in DECISION_OUTCOMES))
+        return value
+
+
+class DisagreeInput(StaffAction):
+    note: Text
+
+
+class EngageMediatorInput(StaffAction):
+    mediator: SingleLine
+
+
+class VerdictInput(StaffAction):
+    summary: Text
+    consequences: list[Text] = Field(default_factory=list, max_length=50)
+
+
+class ConsequencesPickedUpInput(StaffAction):
+    note: Text
+
+
+class WithdrawInput(StaffAction):
+    reason: Text
+
+
+class MeasureInput(StaffAction):
+    text: Text
+
+
+# ------------------------------------------------------------- workflow state / view
+
+
+class Deadlines(_Model):
+    acknowledge_by: AwareDatetime | None = None
+    resolve_by: AwareDatetime | None = None
+    consequences_by: AwareDatetime | None = None
+    purge_on: AwareDatetime | None = None
+    informal_stalled_at: AwareDatetime | None = None
+    objection_by: AwareDatetime | None = None
+
+
+class LetterRecord(_Model):
+    kind: LetterKind
+    sequence: int
+    to: str
+    status: str  # "sent" | "failed"
+    sent_at: AwareDatetime | None = None
+    message_id: str | None = None
+    error: str | None = None
+
+
+class AlertRecord(_Model):
+    kind: AlertKind
+    at: AwareDatetime
+    sequence: int
+    #: The deadline the alert is about, if any.
+    deadline: AwareDatetime | None = None
+
+
+class Measure(_Model):
+    at: AwareDatetime
+    by: str
+    text: str
+
+
+class HistoryEntry(_Model):
+    at: AwareDatetime
+    action: str
+    by: str
+    note: str | None = None
+
+
+class Decision(_Model):
+    outcome: Outcome
+    motivation: str
+    at: AwareDatetime
+    within_term: bool
+
+
+class Verdict(_Model):
+    summary: str
+    consequences: list[str]
+    at: AwareDatetime
+
+
+class ComplaintView(_Model):
+    """What staff see of one complaint (``admin.py show``); also the workflow's state."""
+
+    complaint_id: str
+    phase: Phase
+    outcome: Outcome | None = None
+    route: Route
+    channel: Channel
+    product: str
+    received_at: AwareDatetime
+    formal_received_at: AwareDatetime | None = None
+    deadlines: Deadlines = Field(default_factory=Deadlines)
+    calendar: str | None = None
+    acknowledged_at: AwareDatetime | None = None
+    extensions: int = 0
+    decision: Decision | None = None
+    mediator: str | None = None
+    verdict: Verdict | None = None
+    closed_at: AwareDatetime | None = None
+    letters: list[LetterRecord] = Field(default_factory=list)
+    alerts: list[AlertRecord] = Field(default_factory=list)
+    measures: list[Measure] = Field(default_factory=list)
+    history: list[HistoryEntry] = Field(default_factory=list)
+    next_deadline: AwareDatetime | None = None
+    next_deadline_for: str | None = None
+
+
+class ComplaintResult(_Model):
+    complaint_id: str
+    outcome: Outcome | None
+    closed_at: AwareDatetime | None
+    purged_at: AwareDatetime
+
+
+# ------------------------------------------------------------------ activity inputs
+
+
+class PlanDeadlinesInput(_Model):
+    received_at: AwareDatetime
+    working_days: int
+
+
+class PlannedDeadline(_Model):
+    at: AwareDatetime
+    calendar: str
+
+
+class OpenDossierInput(_Model):
+    complaint_id: str
+    submission: ComplaintSubmission
+
+
+class DossierFacts(_Model):
+    """Everything the workflow knows, written to the dossier after each change."""
+
+    version: int
+    view: ComplaintView
+
+
+class Recipient(_Model):
+    name: str
+    email: str
+
+
+class SendLetterInput(_Model):
+    complaint_id: str
+    kind: LetterKind
+    sequence: int
+    recipient: Recipient
+    product: str
+    submitted_on: date
+    received_at: AwareDatetime
+    acknowledge_by: AwareDatetime | None = None
+    resolve_by: AwareDatetime | None = None
+    outcome: Outcome | None = None
+    motivation: str | None = None
+    note: str | None = None
+    mediator: str | None = None
+    consequences: list[str] = Field(default_factory=list)
+    consequences_by: AwareDatetime | None = None
+
+
+class LetterSent(_Model):
+    message_id: str
+    sent_at: AwareDatetime
+    to: str
+
+
+class SendAlertInput(_Model):
+    complaint_id: str
+    kind: AlertKind
+    sequence: int
+    product: str
+    phase: Phase
+    deadline: AwareDatetime | None = None
+    detail: str | None = None
+
+
+class AlertSent(_Model):
+    message_id: str
+    sent_at: AwareDatetime
+
+
+class PurgeDossierInput(_Model):
+    complaint_id: str
+
+
+class PurgeResult(_Model):
+    purged_at: AwareDatetime

@@ -1,0 +1,74 @@
+"""A real local SMTP server (aiosmtpd) that keeps every message it receives.
+
+``make run`` saves each message as an ``.eml`` file under ``.data/mail/``; tests
+read the received messages from :attr:`MailCatcher.messages`.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+import threading
+from email.message import EmailMessage
+from pathlib import Path
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+
+class _Handler:
+    def __init__(self, catcher: MailCatcher) -> None:
+        self._catcher = catcher
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,  # noqa: N802
+                          address: str, rcpt_options: list[str]) -> str:
+        if address.lower() in self._catcher.refused_recipients:
+            return "550 5.1.1 mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
+        self._catcher.store(envelope.content if isinstance(envelope.content, bytes)
+                            else str(envelope.content).encode())
+        return "250 Message accepted for delivery"
+
+
+class MailCatcher:
+    def __init__(self, port: int, directory: Path | None = None, host: str = "127.0.0.1") -> None:
+        self.host, self.port = host, port
+        self.directory = directory
+        self.messages: list[EmailMessage] = []
+        self.refused_recipients: set[str] = set()
+        self._lock = threading.Lock()
+        self._controller = Controller(_Handler(self), hostname=host, port=port)
+
+    def store(self, raw: bytes) -> None:
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        with self._lock:
+            self.messages.append(msg)  # type: ignore[arg-type]
+            count = len(self.messages)
+        if self.directory is not None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            stem = re.sub(r"[^A-Za-z0-9._-]+", "_", str(msg.get("Message-ID", f"message-{count}")).strip("<>"))
+            (self.directory / f"{stem}.eml").write_bytes(raw)
+
+    def find(self, **headers: str) -> list[EmailMessage]:
+        """Messages whose headers equal the given values (``x_letter_kind="decision"``)."""
+        wanted = {k.replace("_", "-").lower(): v for k, v in headers.items()}
+        with self._lock:
+            return [m for m in self.messages
+                    if all(str(m.get(k, "")) == v for k, v in wanted.items())]
+
+    def start(self) -> MailCatcher:
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+    def __enter__(self) -> MailCatcher:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
