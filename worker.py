@@ -18,6 +18,7 @@ import asyncpg
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.dossier import CalendarActivities, DossierActivities
 from activities.letters import LetterTemplates
@@ -30,6 +31,10 @@ from complaints.temporal_client import connect
 from workflows.complaint import ComplaintWorkflow
 
 log = logging.getLogger("complaints.worker")
+
+# Deterministic libraries the workflow's models use; pydantic imports email_validator
+# lazily, so without this every workflow run would re-import it inside the sandbox.
+PASSTHROUGH_MODULES = ("email_validator", "idna", "phonenumbers")
 
 
 async def register_search_attributes(client: Client, namespace: str) -> list[str]:
@@ -59,6 +64,8 @@ def build_worker(client: Client, settings: Settings, pool: asyncpg.Pool, **optio
         client,
         task_queue=settings.task_queue,
         workflows=[ComplaintWorkflow],
+        workflow_runner=SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)),
         activities=[
             calendar.plan_deadline,
             dossier.open_dossier,

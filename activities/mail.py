@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.message import EmailMessage
-from email.utils import formataddr, format_datetime, parseaddr
+from email.headerregistry import Address
+from email.utils import format_datetime, parseaddr
 
 import aiosmtplib
 import asyncpg
@@ -46,7 +47,9 @@ class SmtpSender:
                 headers: dict[str, str]) -> EmailMessage:
         msg = EmailMessage()
         msg["From"] = self.settings.mail_from
-        msg["To"] = formataddr((to_name, to)) if to_name else to
+        # Address() quotes and RFC 2047-encodes the display name; CR/LF never get this far
+        # (intake rejects control characters in names).
+        msg["To"] = Address(display_name=to_name or "", addr_spec=to)
         msg["Subject"] = rendered.subject
         msg["Message-ID"] = msg_id
         msg["Date"] = format_datetime(datetime.now(timezone.utc))
