@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 
 from complaints.config import ConfigError, load_settings
@@ -85,4 +86,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Skip interpreter teardown: the Temporal client's Rust threads can crash a short-lived
+    # process while Python finalizes (SIGABRT/SIGSEGV after the output; temporalio/sdk-python#300).
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:
+        code = code or 1
+    os._exit(code)
