@@ -170,6 +170,7 @@ class ComplaintWorkflow:
             planned = await self._plan(self._view.received_at, INFORMAL_STALLED_AFTER_WORKING_DAYS,
                                        "plan the informal phase (10 working days)")
             d.informal_stalled_at = planned.at
+            self._view.calendar = planned.calendar
             self._changed()
         await self._follow_deadlines(Phase.INFORMAL, self._informal_deadlines)
 
@@ -256,6 +257,7 @@ class ComplaintWorkflow:
             "erase personal data from the dossier", result_type=PurgeResult)
         self._forget_personal_data()
         self._view.phase = Phase.PURGED
+        self._view.next_deadline = self._view.next_deadline_for = None  # nothing is due any more
         self._record("purged", "system", "personal data erased after the retention year")
         self._publish()
         return ComplaintResult(complaint_id=self._view.complaint_id, outcome=self._view.outcome,
@@ -396,6 +398,10 @@ class ComplaintWorkflow:
     @record_measure.validator
     def _check_record_measure(self, action: MeasureInput) -> None:
         self._require_phase("measure", *OPEN_PHASES, Phase.CLOSED)
+        purge_on = self._view.deadlines.purge_on
+        if purge_on is not None and workflow.now() >= purge_on:
+            # The personal data is being erased: nothing may be written to the dossier after it.
+            raise ApplicationError("measure is not possible: the retention year has ended", type=NOT_ALLOWED)
 
     @workflow.query
     def status(self) -> ComplaintView:
