@@ -35,19 +35,24 @@ class _Handler:
 
 
 class MailCatcher:
-    def __init__(self, port: int, directory: Path | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, port: int, directory: Path | None = None, host: str = "127.0.0.1",
+                 keep_in_memory: bool = True) -> None:
         self.host, self.port = host, port
         self.directory = directory
+        self.keep_in_memory = keep_in_memory
         self.messages: list[EmailMessage] = []
         self.refused_recipients: set[str] = set()
+        self._count = 0
         self._lock = threading.Lock()
         self._controller = Controller(_Handler(self), hostname=host, port=port)
 
     def store(self, raw: bytes) -> None:
         msg = email.message_from_bytes(raw, policy=email.policy.default)
         with self._lock:
-            self.messages.append(msg)  # type: ignore[arg-type]
-            count = len(self.messages)
+            self._count += 1
+            count = self._count
+            if self.keep_in_memory:
+                self.messages.append(msg)  # type: ignore[arg-type]
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
             stem = re.sub(r"[^A-Za-z0-9._-]+", "_", str(msg.get("Message-ID", f"message-{count}")).strip("<>"))

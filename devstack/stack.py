@@ -1,0 +1,268 @@
+"""The dev stack's machinery: start each part, wait until it is ready, watch it, stop it.
+
+``python -m devstack`` (see ``devstack/__main__.py``) is the entry point; :class:`Config`
+reads the ``DEVSTACK_*`` overrides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Awaitable, Callable, Mapping
+
+from complaints.config import DEV_DATA_DIR, DEV_POSTGRES_PORT, REPO_ROOT, ConfigError, load_settings
+from devstack.smtp import MailCatcher
+
+with warnings.catch_warnings():  # pgserver's platformdirs warns when XDG_RUNTIME_DIR is unset
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+    from devstack.postgres import LocalPostgres
+
+TEMPORAL_CLI = Path(sys.executable).parent / "temporal"
+NAMESPACE = "default"
+READY_TIMEOUT = 60.0
+
+
+class StackError(Exception):
+    """Something the operator must know about; the message is one line."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM arrived while the stack was starting."""
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path
+    temporal_port: int = 7233
+    ui_port: int = 8233
+    postgres_port: int = DEV_POSTGRES_PORT
+    smtp_port: int = 1025
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Config:
+        def port(name: str, default: int) -> int:
+            raw = env.get(name, "").strip() or str(default)
+            if not raw.isdigit() or not 0 < int(raw) < 65536:
+                raise StackError(f"{name}: {raw!r} is not a port number")
+            return int(raw)
+
+        raw_dir = env.get("DEVSTACK_DATA_DIR", "").strip()
+        return cls(data_dir=(REPO_ROOT / raw_dir).resolve() if raw_dir else DEV_DATA_DIR,
+                   temporal_port=port("DEVSTACK_TEMPORAL_PORT", 7233),
+                   ui_port=port("DEVSTACK_UI_PORT", 8233),
+                   postgres_port=port("DEVSTACK_POSTGRES_PORT", DEV_POSTGRES_PORT),
+                   smtp_port=port("DEVSTACK_SMTP_PORT", 1025))
+
+    def check_ports(self) -> None:
+        for what, port, var in [("Temporal", self.temporal_port, "DEVSTACK_TEMPORAL_PORT"),
+                                ("Temporal Web UI", self.ui_port, "DEVSTACK_UI_PORT"),
+                                ("PostgreSQL", self.postgres_port, "DEVSTACK_POSTGRES_PORT"),
+                                ("SMTP", self.smtp_port, "DEVSTACK_SMTP_PORT")]:
+            with socket.socket() as s:  # SO_REUSEADDR, as the servers use: only a listener conflicts
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    raise StackError(f"port {port} ({what}) is already in use: stop what uses it "
+                                     f"or set {var}") from None
+
+
+_LIBC = ctypes.CDLL(None) if sys.platform == "linux" else None
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if devstack itself is killed, so nothing is left behind."""
+    if _LIBC is not None:
+        _LIBC.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _show(path: Path) -> str:
+    """``path`` as the operator would type it from the current directory."""
+    with contextlib.suppress(ValueError):
+        return str(path.relative_to(Path.cwd()))
+    return str(path)
+
+
+class Stack:
+    """PostgreSQL, SMTP, Temporal and the worker, started in that order and stopped in reverse."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.address = f"127.0.0.1:{config.temporal_port}"
+        self.stop_requested = asyncio.Event()
+        self.postgres: LocalPostgres | None = None
+        self.mail: MailCatcher | None = None
+        self.temporal: asyncio.subprocess.Process | None = None
+        self.worker: asyncio.subprocess.Process | None = None
+        self.task_queue = ""
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop_requested.set)
+        try:
+            await self._start()
+            self._banner()
+            return await self._watch()
+        except Interrupted:
+            return 0
+        except StackError as err:
+            print(f"devstack: {err}", file=sys.stderr, flush=True)
+            return 1
+        finally:
+            await self._shutdown()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop_requested.wait(), seconds)
+        if self.stop_requested.is_set():
+            raise Interrupted
+
+    async def _start(self) -> None:
+        cfg = self.config
+        if not TEMPORAL_CLI.exists():
+            raise StackError(f"{TEMPORAL_CLI} is missing: install the dev dependencies (make install)")
+        cfg.check_ports()
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        (cfg.data_dir / "mail").mkdir(exist_ok=True)
+
+        self.postgres = LocalPostgres(cfg.data_dir / "postgres", cfg.postgres_port)
+        try:
+            await asyncio.to_thread(self.postgres.start)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as err:
+            if self.stop_requested.is_set():  # Ctrl-C reaches initdb and psql too
+                raise Interrupted from None
+            detail = (str(err).strip() or type(err).__name__).splitlines()[0]
+            raise StackError(f"PostgreSQL: {detail}") from None
+        await self._sleep(0)
+        try:
+            self.mail = MailCatcher(cfg.smtp_port, directory=cfg.data_dir / "mail", keep_in_memory=False).start()
+        except Exception as err:  # noqa: BLE001 - aiosmtpd raises several kinds
+            raise StackError(f"SMTP server on port {cfg.smtp_port}: {err}") from None
+
+        log = cfg.data_dir / "temporal.log"
+        with open(log, "ab") as out:
+            self.temporal = await asyncio.create_subprocess_exec(
+                str(TEMPORAL_CLI), "server", "start-dev",
+                "--db-filename", str(cfg.data_dir / "temporal.db"), "--ip", "127.0.0.1",
+                "--port", str(cfg.temporal_port), "--ui-port", str(cfg.ui_port),
+                "--log-level", "warn", "--ui-disable-news-fetch",
+                "--dynamic-config-value", "frontend.WorkflowTimeSkippingEnabled=true",
+                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+                start_new_session=True, preexec_fn=_die_with_parent)
+        await self._wait_until_ready("the Temporal server", self.temporal, self._temporal_ready,
+                                     f"; see {_show(log)}")
+
+        env = {k: v for k, v in os.environ.items() if k not in ("SMTP_USERNAME", "SMTP_PASSWORD")}
+        env.update(TEMPORAL_ADDRESS=self.address, TEMPORAL_NAMESPACE=NAMESPACE,
+                   DATABASE_URL=self.postgres.url, SMTP_HOST="127.0.0.1",
+                   SMTP_PORT=str(cfg.smtp_port), SMTP_TLS="none", PYTHONUNBUFFERED="1")
+        try:
+            self.task_queue = load_settings(env).task_queue
+        except ConfigError as err:
+            raise StackError(f"worker configuration: {err}") from None
+        self.worker = await asyncio.create_subprocess_exec(
+            sys.executable, str(REPO_ROOT / "worker.py"), cwd=REPO_ROOT, env=env,
+            stdin=asyncio.subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
+        await self._wait_until_ready("the worker", self.worker, self._worker_ready)
+
+    async def _cli(self, *args: str) -> bytes | None:
+        """A ``temporal`` CLI command against this stack; its stdout, or None if it failed."""
+        proc = await asyncio.create_subprocess_exec(
+            str(TEMPORAL_CLI), *args, "--address", self.address, "--namespace", NAMESPACE,
+            "--disable-config-file", "--disable-config-env", "--command-timeout", "5s",
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL)
+        out, _ = await proc.communicate()
+        return out if proc.returncode == 0 else None
+
+    async def _wait_until_ready(self, what: str, process: asyncio.subprocess.Process,
+                                ready: Callable[[], Awaitable[bool]], hint: str = "") -> None:
+        deadline = asyncio.get_running_loop().time() + READY_TIMEOUT
+        while not await ready():
+            if process.returncode is not None:
+                raise StackError(f"{what} exited while starting (code {process.returncode}){hint}")
+            if asyncio.get_running_loop().time() > deadline:
+                raise StackError(f"{what} was not ready within {READY_TIMEOUT:.0f} s{hint}")
+            await self._sleep(0.2)
+
+    async def _temporal_ready(self) -> bool:
+        return await self._cli("operator", "namespace", "describe", "-o", "json") is not None
+
+    async def _worker_ready(self) -> bool:
+        """The worker process polls its task queue."""
+        assert self.worker is not None
+        out = await self._cli("task-queue", "describe", "--task-queue", self.task_queue,
+                              "--legacy-mode", "-o", "json")
+        with contextlib.suppress(ValueError, AttributeError, TypeError):
+            pollers = json.loads(out or b"{}").get("pollers") or []
+            return any(str(p.get("identity", "")).startswith(f"{self.worker.pid}@") for p in pollers)
+        return False
+
+    def _banner(self) -> None:
+        assert self.postgres is not None
+        cfg, py, admin = self.config, _show(Path(sys.executable)), _show(REPO_ROOT / "admin.py")
+        example = _show(REPO_ROOT / "examples" / "complaint.json")
+        prefix = "" if cfg.temporal_port == 7233 else f"TEMPORAL_ADDRESS={self.address} "
+        print("\n".join([
+            "Level Up complaints is running.",
+            f"  Web UI:       http://localhost:{cfg.ui_port}",
+            f"  Mail:         {_show(cfg.data_dir / 'mail')}/ (one .eml per message)",
+            f"  Temporal:     {self.address}   PostgreSQL: {self.postgres.url}",
+            f"  Submit the example:   {prefix}{py} -m starter submit {example}",
+            f"  See it:               {prefix}{py} {admin} list   /  {admin} show <id>",
+            f"  Walk it through:      {prefix}{py} {admin} decide <id> --outcome upheld "
+            '--motivation "..."',
+            "Press Ctrl-C to stop.",
+        ]), flush=True)
+
+    async def _watch(self) -> int:
+        assert self.worker is not None and self.temporal is not None
+        parts = {asyncio.ensure_future(self.stop_requested.wait()): "",
+                 asyncio.ensure_future(self.worker.wait()): "the worker",
+                 asyncio.ensure_future(self.temporal.wait()): "the Temporal server"}
+        done, pending = await asyncio.wait(parts, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        died = [(parts[t], t.result()) for t in done if parts[t]]
+        if not died:
+            return 0
+        name, code = died[0]
+        print(f"devstack: {name} exited unexpectedly (code {code}); stopping the stack",
+              file=sys.stderr, flush=True)
+        return 1
+
+    async def _shutdown(self) -> None:
+        if self.postgres is not None:
+            print("Stopping...", flush=True)
+        await _terminate(self.worker, timeout=30)
+        await _terminate(self.temporal, timeout=20)
+        if self.mail is not None:
+            self.mail.stop()
+        if self.postgres is not None:
+            await asyncio.to_thread(self.postgres.stop)
+            print("Stopped.", flush=True)
+
+
+async def _terminate(process: asyncio.subprocess.Process | None, timeout: float) -> None:
+    """SIGTERM (a clean stop for both the worker and Temporal, even while starting); then kill."""
+    if process is None or process.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.terminate()
+    try:
+        await asyncio.wait_for(process.wait(), timeout)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
