@@ -259,6 +259,8 @@ async def _run(args: argparse.Namespace, payload: StaffAction | None) -> int:
         return _fail(2, str(err))
     try:
         client = await connect(settings)
+    except ConfigError as err:
+        return _fail(2, str(err))
     except Exception as err:  # noqa: BLE001 - any connection failure is one line for the user
         return _fail(1, f"cannot reach Temporal at {settings.temporal_address}: {_first_line(err)}")
     try:

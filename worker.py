@@ -27,7 +27,7 @@ from activities.schema import apply_migrations
 from complaints import search_attributes
 from complaints.calendar import WorkingDayCalendar
 from complaints.config import ConfigError, Settings, load_settings
-from complaints.temporal_client import connect
+from complaints.temporal_client import connect, data_converter
 from workflows.complaint import ComplaintWorkflow
 
 log = logging.getLogger("complaints.worker")
@@ -103,6 +103,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings()
+        data_converter(settings)  # fail fast, with one line, when no encryption key is configured
     except ConfigError as err:
         print(f"worker: {err}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Awaitable, Callable, Mapping
 
 from complaints.config import DEV_DATA_DIR, DEV_POSTGRES_PORT, REPO_ROOT, ConfigError, load_settings
+from complaints.codec import new_key_entry
 from devstack.smtp import MailCatcher
 
 with warnings.catch_warnings():  # pgserver's platformdirs warns when XDG_RUNTIME_DIR is unset
@@ -29,6 +30,17 @@ with warnings.catch_warnings():  # pgserver's platformdirs warns when XDG_RUNTIM
 
 TEMPORAL_CLI = Path(sys.executable).parent / "temporal"
 NAMESPACE = "default"
+
+
+def ensure_dev_key(data_dir: Path) -> Path:
+    """The development encryption key, created (readable by its owner only) on first start."""
+    path = data_dir / "encryption-keys"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write("# Development key for make run. Rotation: put a new key first; keep old ones after it.\n")
+            out.write(new_key_entry("dev-1") + "\n")
+    return path
 READY_TIMEOUT = 60.0
 
 
@@ -164,6 +176,8 @@ class Stack:
                                      f"; see {_show(log)}")
 
         env = {k: v for k, v in os.environ.items() if k not in ("SMTP_USERNAME", "SMTP_PASSWORD")}
+        if not env.get("COMPLAINTS_ENCRYPTION_KEYS"):
+            env["COMPLAINTS_ENCRYPTION_KEYS_FILE"] = str(ensure_dev_key(cfg.data_dir))
         env.update(TEMPORAL_ADDRESS=self.address, TEMPORAL_NAMESPACE=NAMESPACE,
                    DATABASE_URL=self.postgres.url, SMTP_HOST="127.0.0.1",
                    SMTP_PORT=str(cfg.smtp_port), SMTP_TLS="none", PYTHONUNBUFFERED="1")

@@ -52,6 +52,9 @@ async def _submit(data: bytes, as_json: bool) -> int:
         return 2
     try:
         client = await connect(settings)
+    except ConfigError as err:
+        print(f"starter: {err}", file=sys.stderr)
+        return 2
     except Exception as err:  # noqa: BLE001 - any connection failure is one line for the user
         print(f"starter: cannot reach Temporal at {settings.temporal_address}: {_first_line(err)}",
               file=sys.stderr)

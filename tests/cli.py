@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import base64
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from complaints.config import Settings
 
@@ -19,14 +22,22 @@ class Result:
     out: str
     err: str
 
+    def json(self) -> Any:
+        """The one JSON object printed by a successful command."""
+        assert self.code == 0, self
+        return json.loads(self.out)
+
 
 def cli_env(settings: Settings, temporal_address: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "SMTP_", "DATABASE_"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("TEMPORAL_", "SMTP_", "DATABASE_", "COMPLAINTS_"))}
     env.update(
         TEMPORAL_ADDRESS=temporal_address,
         TEMPORAL_NAMESPACE="default",
         TEMPORAL_TASK_QUEUE=settings.task_queue,
         DATABASE_URL=settings.database_url,
+        COMPLAINTS_ENCRYPTION_KEYS=",".join(f"{kid}:{base64.b64encode(key).decode()}"
+                                            for kid, key in settings.encryption_keys),
         PYTHONPATH=str(REPO),
     )
     env.update(extra)

@@ -25,10 +25,11 @@ import asyncpg
 import pytest
 import pytest_asyncio
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import TimeSkippingConfig, WorkflowEnvironment
 
+from complaints.codec import parse_keys, new_key_entry
 from complaints.config import Settings
+from complaints.temporal_client import data_converter
 from devstack.postgres import LocalPostgres
 from devstack.smtp import MailCatcher
 from worker import build_worker, create_pool, register_search_attributes
@@ -67,13 +68,17 @@ def mail() -> Iterator[MailCatcher]:
         yield catcher
 
 
+#: The session's encryption keys: "test-2" encrypts, "test-1" (an older key) still decrypts.
+ENCRYPTION_KEYS = ",".join([new_key_entry("test-2"), new_key_entry("test-1")])
+
+
 @pytest_asyncio.fixture(scope="session")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
+async def env(base_settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
     environment = await WorkflowEnvironment.start_time_skipping_v2(
         ts_config=TimeSkippingConfig(enabled=False),
         dev_server_existing_path=_require(TEMPORAL_CLI),
         dev_server_extra_args=TIME_SKIPPING_FLAG,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(base_settings),
     )
     await register_search_attributes(environment.client, environment.client.namespace)
     try:
@@ -84,7 +89,8 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
 
 @pytest.fixture(scope="session")
 def base_settings(postgres: LocalPostgres, mail: MailCatcher) -> Settings:
-    return Settings(database_url=postgres.url, smtp_host=mail.host, smtp_port=mail.port)
+    return Settings(database_url=postgres.url, smtp_host=mail.host, smtp_port=mail.port,
+                    encryption_keys=parse_keys(ENCRYPTION_KEYS))
 
 
 @pytest_asyncio.fixture(scope="session")

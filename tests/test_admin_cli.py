@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import pytest
@@ -22,43 +19,22 @@ from complaints.calendar import local_date
 from complaints.models import ComplaintSubmission, ComplaintView, ResolveInformallyInput
 from starter import submit_complaint
 from tests.conftest import free_port
+from tests.cli import REPO, Result, cli_env, run_cli
 from tests.factories import complaint_json
 from workflows.complaint import ComplaintWorkflow
 
-REPO = Path(__file__).resolve().parent.parent
 ADMIN = REPO / "admin.py"
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        assert self.code == 0, self
-        return json.loads(self.out)
-
 
 Cli = Callable[..., Awaitable[Result]]
 
 
 async def run_admin(environ: dict[str, str], *args: str) -> Result:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(ADMIN), *args, cwd=REPO, env=environ,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=90)
-    assert proc.returncode is not None
-    return Result(proc.returncode, out.decode(), err.decode())
+    return await run_cli(str(ADMIN), *args, env=environ, timeout=90)
 
 
 def admin_environ(env, settings, **extra: str) -> dict[str, str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "COMPLAINTS_"))}
-    environ.update(TEMPORAL_ADDRESS=env.client.service_client.config.target_host,
-                   TEMPORAL_NAMESPACE="default", TEMPORAL_TASK_QUEUE=settings.task_queue,
-                   COMPLAINTS_STAFF="tester")
-    environ.update(extra)
-    return environ
+    return cli_env(settings, env.client.service_client.config.target_host,
+                   COMPLAINTS_STAFF="tester", **extra)
 
 
 @pytest.fixture

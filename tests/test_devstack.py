@@ -137,12 +137,13 @@ class DevStack:
 def clean_env(**extra: str) -> dict[str, str]:
     """This environment without settings that would point the stack or the starter elsewhere."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("TEMPORAL_", "SMTP_", "DATABASE_", "DEVSTACK_"))}
+           if not k.startswith(("TEMPORAL_", "SMTP_", "DATABASE_", "DEVSTACK_", "COMPLAINTS_"))}
     return {**env, **extra}
 
 
-async def submit(temporal_port: int) -> dict[str, object]:
-    env = clean_env(TEMPORAL_ADDRESS=f"127.0.0.1:{temporal_port}")
+async def submit(temporal_port: int, data_dir: Path) -> dict[str, object]:
+    env = clean_env(TEMPORAL_ADDRESS=f"127.0.0.1:{temporal_port}",
+                    COMPLAINTS_ENCRYPTION_KEYS_FILE=str(data_dir / "encryption-keys"))
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "starter", "submit", str(EXAMPLE), "--json", cwd=ROOT, env=env,
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -181,7 +182,7 @@ async def test_devstack_runs_the_system_and_keeps_complaints_across_restarts(tmp
     try:
         await first.start()
         assert any(f"http://localhost:{ui_port}" in line for line in first.lines)
-        result = await submit(temporal_port)
+        result = await submit(temporal_port, data_dir)
         assert result["created"] is True
         complaint_id = str(result["complaint_id"])
         await wait_for_letter(data_dir / "mail", complaint_id, "acknowledgement")
@@ -194,7 +195,7 @@ async def test_devstack_runs_the_system_and_keeps_complaints_across_restarts(tmp
     second = DevStack(env, tmp_path / "second.stderr")
     try:
         await second.start()
-        again = await submit(temporal_port)
+        again = await submit(temporal_port, data_dir)
         assert again == {"complaint_id": complaint_id, "created": False}
         assert await second.stop() == 0, second.output()
     finally:
