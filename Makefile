@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test clean
+.PHONY: install run test ui-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# Not part of `make test`: needs Chromium (apt-get install -y chromium). Refreshes docs/web-ui.png.
+ui-check: install
+	$(BIN)/python scripts/check_web_ui.py
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -4,11 +4,15 @@ Starts, in order, and waits until each is ready:
 
 - PostgreSQL (embedded, ``pgserver``) with database ``complaints``, data in ``DATA/postgres``;
 - an SMTP server that saves every message as an ``.eml`` file in ``DATA/mail/``;
-- the Temporal dev server (Web UI included) persisting to ``DATA/temporal.db``, with
-  per-workflow time skipping enabled; its log goes to ``DATA/temporal.log``;
+- the codec server (``complaints/codec_server.py``, in this process, on 127.0.0.1 without a
+  token) with the worker's keys, answering only the Web UI's origin;
+- the Temporal dev server (Web UI included, decoding payloads through the codec server)
+  persisting to ``DATA/temporal.db``, with per-workflow time skipping enabled; its log goes
+  to ``DATA/temporal.log``;
 - the worker (``python worker.py``) pointed at the three above.
 
-Ctrl-C (SIGINT) or SIGTERM stops everything cleanly: worker, Temporal, SMTP, PostgreSQL.
+Ctrl-C (SIGINT) or SIGTERM stops everything cleanly: worker, Temporal, codec server, SMTP,
+PostgreSQL.
 Complaints survive a restart. A port already in use, or a part that dies, stops the stack
 with exit code 1.
 
@@ -20,6 +24,7 @@ relative to the repository, never to the working directory):
     DEVSTACK_UI_PORT        [8233]     Temporal Web UI
     DEVSTACK_POSTGRES_PORT  [55432]
     DEVSTACK_SMTP_PORT      [1025]
+    DEVSTACK_CODEC_PORT     [8081]     codec server for the Web UI
 """
 
 from __future__ import annotations

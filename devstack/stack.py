@@ -16,12 +16,16 @@ import socket
 import subprocess
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Awaitable, Callable, Mapping
 
-from complaints.config import DEV_DATA_DIR, DEV_POSTGRES_PORT, REPO_ROOT, ConfigError, load_settings
-from complaints.codec import new_key_entry
+from aiohttp import web
+
+from complaints.codec import KeyConfigError, new_key_entry
+from complaints.codec_server import build_app as build_codec_app
+from complaints.config import (DEV_DATA_DIR, DEV_POSTGRES_PORT, REPO_ROOT, ConfigError, Settings,
+                               load_settings)
 from devstack.smtp import MailCatcher
 
 with warnings.catch_warnings():  # pgserver's platformdirs warns when XDG_RUNTIME_DIR is unset
@@ -59,6 +63,7 @@ class Config:
     ui_port: int = 8233
     postgres_port: int = DEV_POSTGRES_PORT
     smtp_port: int = 1025
+    codec_port: int = 8081
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -73,13 +78,15 @@ class Config:
                    temporal_port=port("DEVSTACK_TEMPORAL_PORT", 7233),
                    ui_port=port("DEVSTACK_UI_PORT", 8233),
                    postgres_port=port("DEVSTACK_POSTGRES_PORT", DEV_POSTGRES_PORT),
-                   smtp_port=port("DEVSTACK_SMTP_PORT", 1025))
+                   smtp_port=port("DEVSTACK_SMTP_PORT", 1025),
+                   codec_port=port("DEVSTACK_CODEC_PORT", 8081))
 
     def check_ports(self) -> None:
         for what, port, var in [("Temporal", self.temporal_port, "DEVSTACK_TEMPORAL_PORT"),
                                 ("Temporal Web UI", self.ui_port, "DEVSTACK_UI_PORT"),
                                 ("PostgreSQL", self.postgres_port, "DEVSTACK_POSTGRES_PORT"),
-                                ("SMTP", self.smtp_port, "DEVSTACK_SMTP_PORT")]:
+                                ("SMTP", self.smtp_port, "DEVSTACK_SMTP_PORT"),
+                                ("codec server", self.codec_port, "DEVSTACK_CODEC_PORT")]:
             with socket.socket() as s:  # SO_REUSEADDR, as the servers use: only a listener conflicts
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
@@ -106,7 +113,8 @@ def _show(path: Path) -> str:
 
 
 class Stack:
-    """PostgreSQL, SMTP, Temporal and the worker, started in that order and stopped in reverse."""
+    """PostgreSQL, SMTP, the codec server, Temporal and the worker, started in that order and
+    stopped in reverse."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -116,6 +124,7 @@ class Stack:
         self.mail: MailCatcher | None = None
         self.temporal: asyncio.subprocess.Process | None = None
         self.worker: asyncio.subprocess.Process | None = None
+        self.codec: web.AppRunner | None = None
         self.task_queue = ""
 
     async def run(self) -> int:
@@ -162,19 +171,6 @@ class Stack:
         except Exception as err:  # noqa: BLE001 - aiosmtpd raises several kinds
             raise StackError(f"SMTP server on port {cfg.smtp_port}: {err}") from None
 
-        log = cfg.data_dir / "temporal.log"
-        with open(log, "ab") as out:
-            self.temporal = await asyncio.create_subprocess_exec(
-                str(TEMPORAL_CLI), "server", "start-dev",
-                "--db-filename", str(cfg.data_dir / "temporal.db"), "--ip", "127.0.0.1",
-                "--port", str(cfg.temporal_port), "--ui-port", str(cfg.ui_port),
-                "--log-level", "warn", "--ui-disable-news-fetch",
-                "--dynamic-config-value", "frontend.WorkflowTimeSkippingEnabled=true",
-                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
-                start_new_session=True, preexec_fn=_die_with_parent)
-        await self._wait_until_ready("the Temporal server", self.temporal, self._temporal_ready,
-                                     f"; see {_show(log)}")
-
         env = {k: v for k, v in os.environ.items() if k not in ("SMTP_USERNAME", "SMTP_PASSWORD")}
         if not env.get("COMPLAINTS_ENCRYPTION_KEYS"):
             env["COMPLAINTS_ENCRYPTION_KEYS_FILE"] = str(ensure_dev_key(cfg.data_dir))
@@ -182,13 +178,45 @@ class Stack:
                    DATABASE_URL=self.postgres.url, SMTP_HOST="127.0.0.1",
                    SMTP_PORT=str(cfg.smtp_port), SMTP_TLS="none", PYTHONUNBUFFERED="1")
         try:
-            self.task_queue = load_settings(env).task_queue
+            settings = load_settings(env)
         except ConfigError as err:
             raise StackError(f"worker configuration: {err}") from None
+        self.task_queue = settings.task_queue
+        await self._start_codec_server(settings)
+
+        log = cfg.data_dir / "temporal.log"
+        with open(log, "ab") as out:
+            self.temporal = await asyncio.create_subprocess_exec(
+                str(TEMPORAL_CLI), "server", "start-dev",
+                "--db-filename", str(cfg.data_dir / "temporal.db"), "--ip", "127.0.0.1",
+                "--port", str(cfg.temporal_port), "--ui-port", str(cfg.ui_port),
+                "--ui-codec-endpoint", f"http://localhost:{cfg.codec_port}",
+                "--log-level", "warn", "--ui-disable-news-fetch",
+                "--dynamic-config-value", "frontend.WorkflowTimeSkippingEnabled=true",
+                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+                start_new_session=True, preexec_fn=_die_with_parent)
+        await self._wait_until_ready("the Temporal server", self.temporal, self._temporal_ready,
+                                     f"; see {_show(log)}")
+
         self.worker = await asyncio.create_subprocess_exec(
             sys.executable, str(REPO_ROOT / "worker.py"), cwd=REPO_ROOT, env=env,
             stdin=asyncio.subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
         await self._wait_until_ready("the worker", self.worker, self._worker_ready)
+
+    async def _start_codec_server(self, settings: Settings) -> None:
+        """In this process: the worker's keys, for the Web UI's origin only, on 127.0.0.1 (no token)."""
+        cfg = self.config
+        settings = replace(settings, codec_port=cfg.codec_port, codec_token=None,
+                           codec_ui_origin=f"http://localhost:{cfg.ui_port}")
+        try:
+            self.codec = web.AppRunner(build_codec_app(settings), access_log=None)
+        except KeyConfigError as err:
+            raise StackError(f"codec server: {err}") from None
+        await self.codec.setup()
+        try:
+            await web.TCPSite(self.codec, "127.0.0.1", cfg.codec_port).start()
+        except OSError as err:
+            raise StackError(f"codec server on port {cfg.codec_port}: {err.strerror or err}") from None
 
     async def _cli(self, *args: str) -> bytes | None:
         """A ``temporal`` CLI command against this stack; its stdout, or None if it failed."""
@@ -231,6 +259,7 @@ class Stack:
         print("\n".join([
             "Level Up complaints is running.",
             f"  Web UI:       http://localhost:{cfg.ui_port}",
+            f"  Codec server: http://localhost:{cfg.codec_port} (decrypts payloads for the Web UI)",
             f"  Mail:         {_show(cfg.data_dir / 'mail')}/ (one .eml per message)",
             f"  Temporal:     {self.address}   PostgreSQL: {self.postgres.url}",
             f"  Submit the example:   {prefix}{py} -m starter submit {example}",
@@ -261,6 +290,8 @@ class Stack:
             print("Stopping...", flush=True)
         await _terminate(self.worker, timeout=30)
         await _terminate(self.temporal, timeout=20)
+        if self.codec is not None:
+            await self.codec.cleanup()
         if self.mail is not None:
             self.mail.stop()
         if self.postgres is not None:

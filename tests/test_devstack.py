@@ -20,6 +20,8 @@ import time
 from email.parser import BytesHeaderParser
 from pathlib import Path
 
+import aiohttp
+
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -158,6 +160,22 @@ async def submit(temporal_port: int, data_dir: Path) -> dict[str, object]:
     return json.loads(lines[-1])
 
 
+async def check_codec_server(codec_port: int, ui_port: int) -> None:
+    """The stack's codec server answers the Web UI's origin, and only it."""
+    ui = f"http://localhost:{ui_port}"
+    body = {"payloads": [{"metadata": {"encoding": "anNvbi9wbGFpbg=="}, "data": "e30="}]}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        url = f"http://127.0.0.1:{codec_port}"
+        async with http.post(f"{url}/encode", json=body, headers={"Origin": ui}) as resp:
+            assert resp.status == 200 and resp.headers["Access-Control-Allow-Origin"] == ui
+            sealed = await resp.json()
+        assert sealed["payloads"][0]["metadata"]["encoding"] != body["payloads"][0]["metadata"]["encoding"]
+        async with http.post(f"{url}/decode", json=sealed, headers={"Origin": ui}) as resp:
+            assert resp.status == 200 and await resp.json() == body
+        async with http.post(f"{url}/decode", json=sealed, headers={"Origin": "http://evil.example"}) as resp:
+            assert resp.status == 403
+
+
 async def wait_for_letter(mail_dir: Path, complaint_id: str, kind: str, timeout: float = 30) -> Path:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -173,15 +191,17 @@ async def wait_for_letter(mail_dir: Path, complaint_id: str, kind: str, timeout:
 
 async def test_devstack_runs_the_system_and_keeps_complaints_across_restarts(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    temporal_port, ui_port, pg_port, smtp_port = _ports(4)
+    temporal_port, ui_port, pg_port, smtp_port, codec_port = _ports(5)
     env = clean_env(DEVSTACK_DATA_DIR=str(data_dir), DEVSTACK_TEMPORAL_PORT=str(temporal_port),
                     DEVSTACK_UI_PORT=str(ui_port), DEVSTACK_POSTGRES_PORT=str(pg_port),
-                    DEVSTACK_SMTP_PORT=str(smtp_port))
+                    DEVSTACK_SMTP_PORT=str(smtp_port), DEVSTACK_CODEC_PORT=str(codec_port))
 
     first = DevStack(env, tmp_path / "first.stderr")
     try:
         await first.start()
         assert any(f"http://localhost:{ui_port}" in line for line in first.lines)
+        assert any(f"Codec server: http://localhost:{codec_port}" in line for line in first.lines)
+        await check_codec_server(codec_port, ui_port)
         result = await submit(temporal_port, data_dir)
         assert result["created"] is True
         complaint_id = str(result["complaint_id"])
