@@ -34,6 +34,7 @@ with warnings.catch_warnings():  # pgserver's platformdirs warns when XDG_RUNTIM
 
 TEMPORAL_CLI = Path(sys.executable).parent / "temporal"
 NAMESPACE = "default"
+NAMESPACE_RETENTION = "720h"  # 30 days
 
 
 def ensure_dev_key(data_dir: Path) -> Path:
@@ -197,6 +198,9 @@ class Stack:
                 start_new_session=True, preexec_fn=_die_with_parent)
         await self._wait_until_ready("the Temporal server", self.temporal, self._temporal_ready,
                                      f"; see {_show(log)}")
+        # Closed runs (which held personal data) are deleted 30 days after they close.
+        if await self._cli("operator", "namespace", "update", "--retention", NAMESPACE_RETENTION) is None:
+            raise StackError(f"could not set the namespace retention to {NAMESPACE_RETENTION}")
 
         self.worker = await asyncio.create_subprocess_exec(
             sys.executable, str(REPO_ROOT / "worker.py"), cwd=REPO_ROOT, env=env,

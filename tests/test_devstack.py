@@ -143,6 +143,15 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
+async def namespace_retention(temporal_port: int) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "temporal"), "operator", "namespace", "describe",
+        "--address", f"127.0.0.1:{temporal_port}", "--namespace", "default", "-o", "json",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    return json.loads(out)["config"]["workflowExecutionRetentionTtl"]
+
+
 async def submit(temporal_port: int, data_dir: Path) -> dict[str, object]:
     env = clean_env(TEMPORAL_ADDRESS=f"127.0.0.1:{temporal_port}",
                     COMPLAINTS_ENCRYPTION_KEYS_FILE=str(data_dir / "encryption-keys"))
@@ -202,6 +211,7 @@ async def test_devstack_runs_the_system_and_keeps_complaints_across_restarts(tmp
         assert any(f"http://localhost:{ui_port}" in line for line in first.lines)
         assert any(f"Codec server: http://localhost:{codec_port}" in line for line in first.lines)
         await check_codec_server(codec_port, ui_port)
+        assert await namespace_retention(temporal_port) == "2592000s"  # closed runs kept 30 days
         result = await submit(temporal_port, data_dir)
         assert result["created"] is True
         complaint_id = str(result["complaint_id"])
