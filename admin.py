@@ -1,12 +1,14 @@
 """``python admin.py COMMAND ...``: the staff CLI for Level Up's complaints.
 
-``list`` and ``show`` read; every other command is one staff action, sent as the
-workflow Update of the same name and recorded in the complaint's history with the
-acting staff member (``--as NAME``, default ``$COMPLAINTS_STAFF`` or the OS user).
+``list`` and ``show`` read from Temporal, ``audit`` reads the complaint's audit trail
+from the dossier in PostgreSQL (no Temporal needed); every other command is one staff
+action, sent as the workflow Update of the same name and recorded in the complaint's
+history with the acting staff member (``--as NAME``, default ``$COMPLAINTS_STAFF`` or
+the OS user).
 
 Exit codes: 0 done, 2 usage error (nothing sent), 3 refused by the procedure (the
-reason is printed), 4 unknown complaint id, 1 Temporal unreachable or another
-infrastructure failure.
+reason is printed), 4 unknown complaint id, 1 Temporal or the dossier unreachable or
+another infrastructure failure.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from complaints import search_attributes as sa
+from complaints.audit import DossierUnavailable, read_audit, read_erasure
 from complaints.calendar import AMSTERDAM, local_date
-from complaints.config import ConfigError, load_settings
+from complaints.config import ConfigError, Settings, load_settings
 from complaints.models import (DECISION_OUTCOMES, ComplaintView, ConsequencesPickedUpInput, DecideInput,
                                DisagreeInput, EngageMediatorInput, EscalateInput, ExtendInput, MeasureInput,
                                Phase, ResolveInformallyInput, StaffAction, VerdictInput, WithdrawInput)
@@ -39,6 +42,7 @@ from workflows.complaint import ComplaintWorkflow
 PROG = "admin.py"
 ANSWER_TIMEOUT = 30.0  # seconds to wait for the complaint's worker before giving up (exit 1)
 CLOSED_QUERY_TIMEOUT = 5.0  # ... for a completed complaint's, before showing what Temporal itself keeps
+ERASURE_TIMEOUT = 10.0  # ... for the dossier's erasure record of a purged complaint
 Option = tuple[str, str, dict[str, Any]]  # (flag, input model field, argparse keyword arguments)
 
 
@@ -128,6 +132,10 @@ def _parser() -> argparse.ArgumentParser:
                                  description="List complaints (with --json: one JSON object per line).")
     lister.add_argument("--phase", choices=[p.value for p in Phase])
     commands.add_parser("show", parents=[common], help="show one complaint").add_argument("id", metavar="ID")
+    commands.add_parser("audit", parents=[common], help="the complaint's audit trail, from the dossier",
+                        description="Every event, letter, alert and measure of one complaint and its erasure "
+                                    "record, read from the dossier in PostgreSQL (DATABASE_URL)."
+                        ).add_argument("id", metavar="ID")
     for name, action in ACTIONS.items():
         sub = commands.add_parser(name, parents=[common], help=action.help, description=action.help + ".")
         sub.add_argument("id", metavar="ID")
@@ -196,6 +204,29 @@ def _render(v: ComplaintView) -> str:
     return "\n".join(lines)
 
 
+def _erased(erasure: dict[str, Any]) -> str:
+    return (f"Personal data erased on {local_date(erasure['erased_at']).isoformat()} ({erasure['reason']}): "
+            f"{', '.join(erasure['fields']) or 'nothing was left'}; {erasure['letters_erased']} letter(s) "
+            f"and {erasure['notes_erased']} history note(s) cleared")
+
+
+def _render_audit(trail: dict[str, Any]) -> str:
+    def note(e: dict[str, Any]) -> str:
+        return ": (erased)" if e["note_erased"] else f": {e['note']}" if e["note"] else ""
+    sections = [
+        ("events", [f"{_when(e['at'])}  {e['action']} by {e['by']}{note(e)}" for e in trail["events"]]),
+        ("letters", [f"{_when(x['sent_at'])}  {x['kind']} #{x['sequence']} {x['status']} {x['message_id']}"
+                     for x in trail["letters"]]),
+        ("alerts", [f"{a['kind']} #{a['sequence']} raised {_when(a['raised_at'])}, sent {_when(a['sent_at'])}"
+                    for a in trail["alerts"]]),
+        ("measures", [f"{_when(m['at'])}  {m['text']} ({m['by']})" for m in trail["measures"]]),
+        ("erasure", [_erased(trail["erasure"]) if trail["erasure"] else "none: the personal data is kept"])]
+    lines = [f"{trail['complaint_id']}  audit trail from the dossier"]
+    for title, items in sections:
+        lines += [f"{title}:"] + [f"  {item}" for item in items or ["none"]]
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------ commands
 
 
@@ -214,7 +245,7 @@ async def _list(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _show(client: Client, args: argparse.Namespace) -> int:
+async def _show(client: Client, args: argparse.Namespace, settings: Settings) -> int:
     handle = client.get_workflow_handle(args.id)
     desc = await handle.describe()  # NOT_FOUND for an unknown id
     running = desc.status in (None, WorkflowExecutionStatus.RUNNING)
@@ -226,13 +257,45 @@ async def _show(client: Client, args: argparse.Namespace) -> int:
             raise
         # Completed and no worker answers: what Temporal itself keeps (search attributes, no personal data).
         attrs = desc.typed_search_attributes
-        known = {"complaint_id": args.id, "phase": attrs.get(sa.PHASE), "outcome": attrs.get(sa.OUTCOME),
+        shown = {"complaint_id": args.id, "phase": attrs.get(sa.PHASE), "outcome": attrs.get(sa.OUTCOME),
                  "route": attrs.get(sa.ROUTE), "product": attrs.get(sa.PRODUCT),
                  "workflow_status": desc.status.name.lower() if desc.status else None,
                  "closed_at": _iso(desc.close_time)}
-        print(_json(known) if args.json else "\n".join(f"{k:<16}{v or '-'}" for k, v in known.items()))
-        return 0
-    print(_json(view.model_dump()) if args.json else _render(view))
+        text = "\n".join(f"{k:<16}{v or '-'}" for k, v in shown.items())
+    else:
+        shown, text = view.model_dump(), _render(view)
+    if shown["phase"] == Phase.PURGED:
+        erasure, line = await _erasure(settings, args.id)
+        shown, text = shown | erasure, f"{text}\n{line}"
+    print(_json(shown) if args.json else text)
+    return 0
+
+
+async def _erasure(settings: Settings, complaint_id: str) -> tuple[dict[str, Any], str]:
+    """A purged complaint's erasure record, for ``show``: its JSON fields and its line of text."""
+    try:
+        async with asyncio.timeout(ERASURE_TIMEOUT):
+            erasure = await read_erasure(settings.database_url, complaint_id)
+    except (DossierUnavailable, TimeoutError) as err:
+        error = str(err) or "the dossier did not answer in time"
+        return ({"erasure": None, "erasure_error": error},
+                f"Personal data erased; the erasure record could not be read: {error}")
+    return {"erasure": erasure}, _erased(erasure) if erasure else "Personal data erased; no erasure record found"
+
+
+async def _audit(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        async with asyncio.timeout(ANSWER_TIMEOUT):
+            trail = await read_audit(settings.database_url, args.id)
+    except DossierUnavailable as err:
+        return _fail(1, str(err))
+    except TimeoutError:
+        return _fail(1, "the dossier did not answer in time")
+    except Exception as err:  # noqa: BLE001 - never a traceback for users
+        return _fail(1, f"{type(err).__name__}: {_first_line(err)}")
+    if trail is None:
+        return _fail(4, f"no complaint with id {args.id!r} in the dossier")
+    print(_json(trail) if args.json else _render_audit(trail))
     return 0
 
 
@@ -257,6 +320,8 @@ async def _run(args: argparse.Namespace, payload: StaffAction | None) -> int:
         settings = load_settings()
     except ConfigError as err:
         return _fail(2, str(err))
+    if args.command == "audit":  # the dossier only: no Temporal needed
+        return await _audit(settings, args)
     try:
         client = await connect(settings)
     except ConfigError as err:
@@ -268,7 +333,7 @@ async def _run(args: argparse.Namespace, payload: StaffAction | None) -> int:
             if args.command == "list":
                 return await _list(client, args)
             if args.command == "show":
-                return await _show(client, args)
+                return await _show(client, args, settings)
             assert payload is not None
             return await _act(client, args, payload)
     except Refused as err:

@@ -56,6 +56,12 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
     return pool
 
 
+def workflow_runner() -> SandboxedWorkflowRunner:
+    """The workflow sandbox, shared by the worker and the replay tests."""
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES))
+
+
 def build_worker(client: Client, settings: Settings, pool: asyncpg.Pool, **options: object) -> Worker:
     calendar = CalendarActivities(WorkingDayCalendar(frozenset(settings.closure_days)))
     dossier = DossierActivities(pool)
@@ -64,8 +70,7 @@ def build_worker(client: Client, settings: Settings, pool: asyncpg.Pool, **optio
         client,
         task_queue=settings.task_queue,
         workflows=[ComplaintWorkflow],
-        workflow_runner=SandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)),
+        workflow_runner=workflow_runner(),
         activities=[
             calendar.plan_deadline,
             dossier.open_dossier,

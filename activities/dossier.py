@@ -67,8 +67,10 @@ class DossierActivities:
                 UPDATE complaints SET
                     formal_received_at = $2, phase = $3, outcome = $4, calendar = $5,
                     acknowledge_by = $6, acknowledged_at = $7, resolve_by = $8, extensions = $9,
-                    decided_at = $10, decided_within_term = $11, decision_motivation = $12,
-                    mediated = $13, mediator = $14, verdict_at = $15, verdict_summary = $16,
+                    decided_at = $10, decided_within_term = $11,
+                    decision_motivation = CASE WHEN $21 THEN $12 ELSE decision_motivation END,
+                    mediated = $13 OR mediated, mediator = CASE WHEN $21 THEN $14 ELSE mediator END,
+                    verdict_at = $15, verdict_summary = CASE WHEN $21 THEN $16 ELSE verdict_summary END,
                     consequences_by = $17, closed_at = $18, purge_on = $19,
                     state_version = $20, updated_at = now()
                 WHERE complaint_id = $1 AND state_version < $20 AND purged_at IS NULL
@@ -81,7 +83,7 @@ class DossierActivities:
                 v.decision.motivation if v.decision else None,
                 v.phase is Phase.MEDIATION or v.mediator is not None, v.mediator,
                 v.verdict.at if v.verdict else None, v.verdict.summary if v.verdict else None,
-                d.consequences_by, v.closed_at, d.purge_on, facts.version,
+                d.consequences_by, v.closed_at, d.purge_on, facts.version, facts.includes_personal_data,
             )
             await conn.executemany(
                 """
@@ -109,27 +111,60 @@ class DossierActivities:
 
     @activity.defn(name=PURGE_DOSSIER)
     async def purge_dossier(self, input: PurgeDossierInput) -> PurgeResult:
-        """Erase the personal data; keep the anonymous facts the yearly analysis needs."""
-        now = datetime.now(timezone.utc)
+        """Erase the personal data; keep the anonymous facts the yearly analysis needs.
+
+        One transaction erases the personal columns, the letters' recipients, bodies and
+        SMTP errors (which can quote the address) and the history notes, writes the erasure
+        record (what was erased and when, no personal data) and the ``purged`` event (without
+        a note: no event keeps one). A second purge finds the record and returns it, writing nothing.
+        """
+        cid, now = input.complaint_id, datetime.now(timezone.utc)
         async with self._pool.acquire() as conn, conn.transaction():
-            purged_at = await conn.fetchval(
+            held = await conn.fetchrow(
+                "SELECT " + ", ".join(f"{c} IS NOT NULL AS {c}" for c in PERSONAL_COLUMNS)
+                + " FROM complaints WHERE complaint_id = $1 FOR UPDATE", cid)
+            if held is None:  # no dossier: nothing to erase, nothing to record
+                return PurgeResult(purged_at=now, erased_at=now, reason=ERASURE_REASON)
+            done = await conn.fetchrow("SELECT * FROM erasures WHERE complaint_id = $1", cid)
+            if done is not None:
+                return _erasure(done)
+            erased_at = await conn.fetchval(
+                "UPDATE complaints SET " + ", ".join(f"{c} = NULL" for c in PERSONAL_COLUMNS) + ","
+                " phase = 'purged', purged_at = coalesce(purged_at, $2), updated_at = now()"
+                " WHERE complaint_id = $1 RETURNING purged_at", cid, now)
+            letters = _count(await conn.execute(
+                "UPDATE letters SET recipient = NULL, body = NULL, error = NULL WHERE complaint_id = $1"
+                " AND (recipient IS NOT NULL OR body IS NOT NULL OR error IS NOT NULL)", cid))
+            notes = _count(await conn.execute(
+                "UPDATE complaint_events SET note = NULL WHERE complaint_id = $1 AND note IS NOT NULL", cid))
+            await conn.execute(
                 """
-                UPDATE complaints SET
-                    complainant_name = NULL, complainant_organisation = NULL,
-                    complainant_email = NULL, complainant_phone = NULL, reference = NULL,
-                    description = NULL, motivation = NULL, decision_motivation = NULL,
-                    mediator = NULL, verdict_summary = NULL,
-                    phase = 'purged', purged_at = coalesce(purged_at, $2), updated_at = now()
-                WHERE complaint_id = $1
-                RETURNING purged_at
+                INSERT INTO complaint_events (complaint_id, sequence, at, action, actor, note)
+                SELECT $1, coalesce((SELECT max(sequence) FROM complaint_events WHERE complaint_id = $1), 0) + 1,
+                    $2, 'purged', 'system', NULL
+                WHERE NOT EXISTS (SELECT 1 FROM complaint_events WHERE complaint_id = $1 AND action = 'purged')
                 """,
-                input.complaint_id, now,
-            )
-            await conn.execute(
-                "UPDATE letters SET recipient = NULL, body = NULL WHERE complaint_id = $1",
-                input.complaint_id,
-            )
-            await conn.execute(
-                "UPDATE complaint_events SET note = NULL WHERE complaint_id = $1", input.complaint_id
-            )
-        return PurgeResult(purged_at=purged_at or now)
+                cid, erased_at)
+            record = await conn.fetchrow(
+                "INSERT INTO erasures (complaint_id, erased_at, fields, letters_erased, notes_erased, reason)"
+                " VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+                cid, erased_at, [c for c in PERSONAL_COLUMNS if held[c]], letters, notes, ERASURE_REASON)
+        return _erasure(record)
+
+
+#: The dossier's columns that hold personal data, erased when the retention year ends.
+PERSONAL_COLUMNS = ("complainant_name", "complainant_organisation", "complainant_email", "complainant_phone",
+                    "reference", "description", "motivation", "decision_motivation", "mediator",
+                    "verdict_summary")
+ERASURE_REASON = "retention year ended"
+
+
+def _count(status: str) -> int:
+    """The row count of a command status such as ``UPDATE 3``."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+def _erasure(row: asyncpg.Record) -> PurgeResult:
+    return PurgeResult(purged_at=row["erased_at"], erased_at=row["erased_at"], fields=list(row["fields"]),
+                       letters_erased=row["letters_erased"], notes_erased=row["notes_erased"],
+                       reason=row["reason"])

@@ -94,6 +94,17 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (complaint_id, sequence)
     );
     """,
+    # 2: the erasure record: what was erased and when, without any personal data
+    """
+    CREATE TABLE erasures (
+        complaint_id    text PRIMARY KEY REFERENCES complaints,
+        erased_at       timestamptz NOT NULL,
+        fields          text[] NOT NULL,
+        letters_erased  integer NOT NULL CHECK (letters_erased >= 0),
+        notes_erased    integer NOT NULL CHECK (notes_erased >= 0),
+        reason          text NOT NULL
+    );
+    """,
 )
 
 _LOCK_KEY = 0x4C55_434F  # "LUCO": one migrator at a time across workers

@@ -201,14 +201,30 @@ class ComplaintSubmission(_Model):
 # ---------------------------------------------------------------- workflow input
 
 
-class ComplaintWorkflowInput(_Model):
-    """Input of :class:`workflows.complaint.ComplaintWorkflow`. ``received_at`` is set."""
+class RetainedComplaint(_Model):
+    """A closed complaint's retention run: anonymous facts only, waiting for ``purge_on``."""
 
-    submission: ComplaintSubmission
+    view: ComplaintView
+    #: The dossier's state version, so the new run's writes are not taken as stale.
+    dossier_version: int
+
+
+class ComplaintWorkflowInput(_Model):
+    """Input of :class:`workflows.complaint.ComplaintWorkflow`.
+
+    A new complaint carries its ``submission`` (``received_at`` set); once closed, the
+    workflow continues as new with ``retained`` instead, so the year in the dossier is
+    waited out by a run whose history holds no personal data.
+    """
+
+    submission: ComplaintSubmission | None = None
+    retained: RetainedComplaint | None = None
 
     @model_validator(mode="after")
-    def _received(self) -> ComplaintWorkflowInput:
-        if self.submission.received_at is None:
+    def _one_of(self) -> ComplaintWorkflowInput:
+        if (self.submission is None) == (self.retained is None):
+            raise ValueError("exactly one of submission and retained must be set")
+        if self.submission is not None and self.submission.received_at is None:
             raise ValueError("submission.received_at must be set before starting the workflow")
         return self
 
@@ -383,6 +399,8 @@ class DossierFacts(_Model):
 
     version: int
     view: ComplaintView
+    #: False for a retention run: its view is anonymous, so personal columns are left alone.
+    includes_personal_data: bool = True
 
 
 class Recipient(_Model):
@@ -434,4 +452,31 @@ class PurgeDossierInput(_Model):
 
 
 class PurgeResult(_Model):
+    """The dossier's erasure record: what was erased and when, without any personal data.
+
+    ``purged_at`` and ``erased_at`` are the same moment (``purged_at`` is the older name;
+    a result recorded before the erasure record existed carries only ``purged_at``).
+    """
+
     purged_at: AwareDatetime
+    erased_at: AwareDatetime
+    #: The dossier columns whose personal data was erased (e.g. ``complainant_name``).
+    fields: list[str] = Field(default_factory=list)
+    #: Letters whose recipient and body were cleared.
+    letters_erased: int = 0
+    #: History notes cleared.
+    notes_erased: int = 0
+    reason: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_moment(cls, data: Any) -> Any:
+        if isinstance(data, dict) and ("purged_at" in data) != ("erased_at" in data):
+            data = dict(data)
+            moment = data.get("purged_at", data.get("erased_at"))
+            data.setdefault("purged_at", moment)
+            data.setdefault("erased_at", moment)
+        return data
+
+
+ComplaintWorkflowInput.model_rebuild()

@@ -9,5 +9,7 @@ ROUTE = SearchAttributeKey.for_keyword("ComplaintRoute")
 PRODUCT = SearchAttributeKey.for_keyword("ComplaintProduct")
 OUTCOME = SearchAttributeKey.for_keyword("ComplaintOutcome")
 NEXT_DEADLINE = SearchAttributeKey.for_datetime("ComplaintNextDeadline")
+#: Alerts whose cause still stands (e.g. acknowledgement-overdue until the letter has gone out).
+OPEN_ALERTS = SearchAttributeKey.for_keyword_list("ComplaintOpenAlerts")
 
-ALL = (PHASE, ROUTE, PRODUCT, OUTCOME, NEXT_DEADLINE)
+ALL = (PHASE, ROUTE, PRODUCT, OUTCOME, NEXT_DEADLINE, OPEN_ALERTS)

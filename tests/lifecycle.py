@@ -24,7 +24,8 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import holidays
 import pytest
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
@@ -189,6 +190,16 @@ async def history_length(handle: WorkflowHandle) -> int:
     return len([event async for event in handle.fetch_history_events()])
 
 
+_UNFINISHED = (EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED, EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED,
+               EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED)
+
+
+async def _last_event_unfinished(handle: WorkflowHandle) -> bool:
+    """The run has a workflow task to do (e.g. a run just continued as new has only started)."""
+    events = [event async for event in handle.fetch_history_events()]
+    return bool(events) and events[-1].event_type in _UNFINISHED
+
+
 async def settled_history_length(handle: WorkflowHandle, timeout: float = WAIT) -> int:
     """Wait until the workflow has nothing in flight; return its history length then.
 
@@ -197,15 +208,20 @@ async def settled_history_length(handle: WorkflowHandle, timeout: float = WAIT) 
     for other reasons.
     """
     deadline = _time.monotonic() + timeout
-    previous = -1
+    previous: tuple[str, int] | None = None
     while True:
         description = await handle.describe()
         raw = description.raw_description
-        busy = bool(raw.pending_activities) or raw.HasField("pending_workflow_task")
+        busy = bool(raw.pending_activities) or raw.HasField("pending_workflow_task") \
+            or description.status == WorkflowExecutionStatus.CONTINUED_AS_NEW
         length = await history_length(handle)
-        if not busy and length == previous:
+        # A closed complaint continues as new: judge only a run that stayed the same run.
+        current = (description.run_id, length)
+        if (await handle.describe()).run_id != description.run_id or await _last_event_unfinished(handle):
+            busy = True
+        if not busy and current == previous:
             return length
-        previous = length if not busy else -1
+        previous = None if busy else current
         if _time.monotonic() >= deadline:
             raise AssertionError("the workflow did not settle (activities or tasks still pending)")
         await asyncio.sleep(0.1)

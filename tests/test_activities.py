@@ -21,12 +21,15 @@ from complaints.models import (
     AlertKind,
     ComplaintSubmission,
     ComplaintView,
+    Decision,
     DossierFacts,
+    HistoryEntry,
     LetterKind,
     OpenDossierInput,
     Outcome,
     Phase,
     PurgeDossierInput,
+    PurgeResult,
     Recipient,
     SendAlertInput,
     SendLetterInput,
@@ -186,3 +189,52 @@ async def test_the_dossier_keeps_the_newest_state_and_purging_erases_personal_da
         assert row[personal] is None, personal
     assert (row["product"], row["outcome"], row["phase"]) == ("Training Agile", "withdrawn", "purged")
     assert row["received_at"] == RECEIVED
+
+
+async def test_purging_keeps_one_erasure_record_and_one_purged_event_without_personal_data(
+        pool, settings, mail, dossier, complaint_id, submission) -> None:
+    await ActivityEnvironment().run(mailer(pool, settings).send_letter, letter(complaint_id))
+    view = ComplaintView(
+        complaint_id=complaint_id, phase=Phase.CLOSED, outcome=Outcome.UPHELD, route=submission.route,
+        channel=submission.channel, product=submission.product, received_at=RECEIVED,
+        decision=Decision(outcome=Outcome.UPHELD, motivation="Jan de Vries heeft gelijk.", at=RECEIVED,
+                          within_term=True),
+        history=[HistoryEntry(at=RECEIVED, action="submitted", by="intake", note="via email, route formal"),
+                 HistoryEntry(at=RECEIVED, action="alert acknowledgement-overdue", by="system"),
+                 HistoryEntry(at=RECEIVED, action="decide", by="anna", note="upheld: Jan de Vries heeft gelijk.")])
+    env = ActivityEnvironment()
+    await env.run(dossier.update_dossier, DossierFacts(version=1, view=view))
+
+    first = await env.run(dossier.purge_dossier, PurgeDossierInput(complaint_id=complaint_id))
+    assert first.erased_at == first.purged_at
+    assert first.fields == ["complainant_name", "complainant_organisation", "complainant_email",
+                            "complainant_phone", "reference", "description", "motivation", "decision_motivation"]
+    assert (first.letters_erased, first.notes_erased, first.reason) == (1, 2, "retention year ended")
+
+    # A retried purge returns the same record and writes nothing new.
+    again = await env.run(dossier.purge_dossier, PurgeDossierInput(complaint_id=complaint_id))
+    assert again == first
+    [record] = await pool.fetch("SELECT * FROM erasures WHERE complaint_id = $1", complaint_id)
+    assert record["erased_at"] == first.erased_at and record["fields"] == first.fields
+    kept = repr(dict(record)) + first.model_dump_json()
+    for personal in ("Jan de Vries", "jan.devries", "Gemeente Delft", "12345678", "trainer", "gelijk", "@mail"):
+        assert personal not in kept, personal
+
+    events = await pool.fetch("SELECT sequence, action, actor, note, at FROM complaint_events"
+                              " WHERE complaint_id = $1 ORDER BY sequence", complaint_id)
+    assert [(e["sequence"], e["action"], e["actor"]) for e in events] == [
+        (1, "submitted", "intake"), (2, "alert acknowledgement-overdue", "system"), (3, "decide", "anna"),
+        (4, "purged", "system")]
+    assert [e["note"] for e in events] == [None] * 4
+    assert events[-1]["at"] == first.erased_at
+    stored = await pool.fetchrow("SELECT recipient, body, error, status FROM letters WHERE complaint_id = $1",
+                                 complaint_id)
+    assert (stored["recipient"], stored["body"], stored["error"], stored["status"]) == (None, None, None, "sent")
+    row = await pool.fetchrow("SELECT phase, purged_at FROM complaints WHERE complaint_id = $1", complaint_id)
+    assert (row["phase"], row["purged_at"]) == ("purged", first.erased_at)
+
+
+async def test_old_purge_results_without_the_erasure_record_still_read() -> None:
+    """Workflows that purged before the record existed replay their result: purged_at alone."""
+    old = PurgeResult.model_validate({"purged_at": "2027-05-01T10:00:00+00:00"})
+    assert old.erased_at == old.purged_at and old.fields == [] and old.reason is None

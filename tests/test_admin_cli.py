@@ -145,14 +145,15 @@ async def test_formal_complaint_through_mediation(client, settings, worker, mail
     verdict = await cli("verdict", cid, "--summary", "Gedeeltelijke terugbetaling.",
                         "--consequence", "50% terugbetalen", "--consequence", "Nieuwe trainer inplannen")
     assert verdict.code == 0, verdict
-    assert await phase() == "consequences"
+    shown = (await cli("show", cid, "--json")).json()
+    assert shown["phase"] == "consequences"
+    assert shown["verdict"]["consequences"] == ["50% terugbetalen", "Nieuwe trainer inplannen"]
     await letter(mail, cid, "verdict")
 
     picked_up = await cli("consequences-picked-up", cid, "--note", "Terugbetaald en ingepland.")
     assert picked_up.code == 0, picked_up
     shown = (await cli("show", cid, "--json")).json()
     assert (shown["phase"], shown["outcome"]) == ("closed", "mediated")
-    assert shown["verdict"]["consequences"] == ["50% terugbetalen", "Nieuwe trainer inplannen"]
     assert aware(shown["deadlines"]["purge_on"]) > aware(shown["closed_at"])
 
     measured = (await cli("measure", cid, "--text", "Trainers krijgen een vervanger op afroep.", "--json")).json()
@@ -262,6 +263,37 @@ async def test_completed_complaint_refuses_actions(env, client, settings, worker
     assert all(h["note"] is None for h in shown["history"][:-1])  # personal data erased
     assert shown["history"][-1]["action"] == "purged"
 
+    # The dossier's erasure record: what was erased and when, no personal data.
+    erasure = shown["erasure"]
+    assert {"complainant_name", "complainant_email", "description", "motivation"} <= set(erasure["fields"])
+    assert (erasure["reason"], erasure["letters_erased"]) == ("retention year ended", 1)
+    assert erasure["notes_erased"] >= 2  # the submission and the informal resolution
+    erased_on = local_date(aware(erasure["erased_at"])).isoformat()
+    assert "Jan de Vries" not in json.dumps(erasure)
+    text = await cli("show", cid)
+    assert text.code == 0, text
+    assert f"Personal data erased on {erased_on} (retention year ended): complainant_name, " in text.out
+
+    # The audit trail keeps who did what and when; every note is erased.
+    trail = (await cli("audit", cid, "--json")).json()
+    assert trail["erasure"] == erasure
+    assert [(e["action"], e["by"]) for e in trail["events"]][-2:] == [
+        ("resolve-informally", "tester"), ("purged", "system")]
+    assert all(e["note"] is None and e["note_erased"] for e in trail["events"][:-1])
+    assert [(x["kind"], x["status"]) for x in trail["letters"]] == [("informal-resolution", "sent")]
+    text = await cli("audit", cid)
+    assert text.code == 0, text
+    assert "resolve-informally by tester: (erased)" in text.out and "Personal data erased on" in text.out
+
+    # The dossier is down: show still shows what Temporal has, and says the record could not be read.
+    down = admin_environ(env, settings, DATABASE_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/complaints")
+    shown = (await run_admin(down, "show", cid, "--json")).json()
+    assert (shown["phase"], shown["erasure"]) == ("purged", None)
+    assert "cannot reach the dossier" in shown["erasure_error"]
+    text = await run_admin(down, "show", cid)
+    assert text.code == 0, text
+    assert "the erasure record could not be read: cannot reach the dossier" in text.out
+
 
 async def test_show_completed_complaint_without_worker(client, settings, cli):
     """No worker answers the query: show prints what Temporal itself knows."""
@@ -271,6 +303,55 @@ async def test_show_completed_complaint_without_worker(client, settings, cli):
     shown = (await cli("show", cid, "--json")).json()
     assert (shown["complaint_id"], shown["phase"], shown["product"]) == (cid, "formal", "Training Agile")
     assert shown["workflow_status"] == "terminated"
+
+
+# ----------------------------------------------------------------------- audit
+
+
+async def test_audit_lists_the_staff_actions_from_the_dossier(client, settings, worker, mail, cli):
+    cid = await submit(client, settings)
+    await settled(client, cid)
+    decided = await cli("decide", cid, "--outcome", "rejected", "--motivation", "Geen grond.", "--as", "anna")
+    assert decided.code == 0, decided
+    measured = await cli("measure", cid, "--text", "Trainers krijgen een vervanger op afroep.")
+    assert measured.code == 0, measured
+
+    async def written() -> dict[str, Any] | None:
+        trail = (await cli("audit", cid, "--json")).json()
+        return trail if [e["action"] for e in trail["events"]][-1:] == ["measure"] else None
+    trail = await eventually(written)
+    assert set(trail) == {"complaint_id", "events", "letters", "alerts", "measures", "erasure"}
+    assert trail["complaint_id"] == cid and trail["erasure"] is None
+    assert [(e["sequence"], e["action"], e["by"]) for e in trail["events"]] == [
+        (1, "submitted", "intake"), (2, "decide", "anna"), (3, "measure", "tester")]
+    assert trail["events"][1]["note"] == "rejected: Geen grond." and not trail["events"][1]["note_erased"]
+    aware(trail["events"][0]["at"])
+    ack = trail["letters"][0]
+    assert (ack["kind"], ack["sequence"], ack["status"]) == ("acknowledgement", 1, "sent")
+    assert ack["message_id"] and aware(ack["sent_at"])
+    assert all(set(x) == {"kind", "sequence", "sent_at", "status", "message_id"} for x in trail["letters"])
+    assert [(m["by"], m["text"]) for m in trail["measures"]] == [
+        ("tester", "Trainers krijgen een vervanger op afroep.")]
+
+    text = await cli("audit", cid)
+    assert text.code == 0, text
+    assert "decide by anna: rejected: Geen grond." in text.out and "measure by tester" in text.out
+    assert "acknowledgement #1 sent" in text.out and "jan.devries" not in text.out
+
+
+async def test_audit_needs_only_the_dossier(env, settings):
+    """audit reads PostgreSQL only: Temporal down does not matter; unknown id is 4, the dossier down is 1."""
+    no_temporal = admin_environ(env, settings, TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}")
+    unknown = await run_admin(no_temporal, "audit", "complaint-0000000000000000", "--json")
+    assert (unknown.code, unknown.out) == (4, ""), unknown
+    assert "complaint-0000000000000000" in unknown.err and len(unknown.err.strip().splitlines()) == 1
+
+    down = admin_environ(env, settings, DATABASE_URL=f"postgresql://postgres:geheim@127.0.0.1:{free_port()}/x")
+    for args in (["audit", "complaint-0000000000000000"], ["audit", "complaint-0000000000000000", "--json"]):
+        result = await run_admin(down, *args)
+        assert (result.code, result.out) == (1, ""), result
+        assert len(result.err.strip().splitlines()) == 1 and "Traceback" not in result.err
+        assert "cannot reach the dossier" in result.err and "geheim" not in result.err
 
 
 # ------------------------------------------------------------------------ list

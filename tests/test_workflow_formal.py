@@ -29,7 +29,9 @@ from complaints.models import (
     Phase,
     ResolveInformallyInput,
     VerdictInput,
+    WithdrawInput,
 )
+from complaints import search_attributes as sa
 from devstack.smtp import MailCatcher
 from tests.conftest import free_port
 from tests.lifecycle import (
@@ -312,17 +314,6 @@ async def test_a_decision_the_model_forbids_is_refused_before_history(env, clien
     assert view.phase is Phase.FORMAL and view.decision is None
 
 
-async def test_an_argument_the_input_model_forbids_is_refused_before_history(env, client, settings, worker, mail):
-    # A program that bypasses the admin CLI's own validation: the SDK fails to decode the
-    # argument into DecideInput, so the update is rejected before its validator even runs.
-    handle = await start_formal(client, settings)
-    await wait_letter(mail, handle, LetterKind.ACKNOWLEDGEMENT)
-    await started(handle)
-    message = await assert_refused(
-        handle, "decide", {"by": STAFF, "outcome": "mediated", "motivation": "Bemiddeld."}, None)
-    assert "decod" in message.lower()
-
-
 async def test_disagree_during_formal_goes_to_mediation(env, client, settings, worker, mail, pool):
     handle = await start_formal(client, settings)
     await wait_letter(mail, handle, LetterKind.ACKNOWLEDGEMENT)
@@ -455,5 +446,15 @@ async def test_an_acknowledgement_the_mail_server_refuses_alerts_the_director(en
                                                  AlertKind.ACKNOWLEDGEMENT_OVERDUE]
         assert len(view.letters) == 1 and view.phase is Phase.FORMAL
         assert len(mail.find(x_complaint_id=handle.id)) == 2
+        # Operators find it by its open alerts; deciding ends the procedure's cause for both.
+        open_alerts = (await handle.describe()).typed_search_attributes.get(sa.OPEN_ALERTS)
+        assert open_alerts == ["acknowledgement-overdue", "letter-undeliverable"]
+        await handle.execute_update(ComplaintWorkflow.withdraw, WithdrawInput(by=STAFF, reason="Ingetrokken."))
+        await wait_view(handle, lambda v: v.phase is Phase.CLOSED)
+        await eventually(lambda: _no_open_alerts(handle))
     finally:
         mail.refused_recipients.discard(address)
+
+
+async def _no_open_alerts(handle) -> bool:
+    return (await handle.describe()).typed_search_attributes.get(sa.OPEN_ALERTS) is None

@@ -60,6 +60,7 @@ with workflow.unsafe.imports_passed_through():
         PurgeDossierInput,
         PurgeResult,
         Recipient,
+        RetainedComplaint,
         ResolveInformallyInput,
         Route,
         SendAlertInput,
@@ -113,14 +114,19 @@ def _add_years(moment: datetime, years: int) -> datetime:
 class ComplaintWorkflow:
     @workflow.init
     def __init__(self, input: ComplaintWorkflowInput) -> None:
-        s = input.submission
-        assert s.received_at is not None
         self._version = 0
         self._mail: list[SendLetterInput | SendAlertInput] = []
         self._mail_busy = False
         self._dossier_synced = -1
         self._dossier_busy = False
-        self._submission = s
+        self._published: tuple[object, ...] = ()
+        self._submission = input.submission
+        if input.retained is not None:  # the retention run of a closed complaint
+            self._view = input.retained.view
+            self._version = self._dossier_synced = input.retained.dossier_version
+            return
+        s = input.submission
+        assert s is not None and s.received_at is not None
         self._view = ComplaintView(
             complaint_id=workflow.info().workflow_id,
             phase=Phase.INFORMAL,
@@ -137,31 +143,37 @@ class ComplaintWorkflow:
 
     @workflow.run
     async def run(self, input: ComplaintWorkflowInput) -> ComplaintResult:
-        await self._dossier_activity(
-            OPEN_DOSSIER,
-            OpenDossierInput(complaint_id=self._view.complaint_id, submission=self._submission),
-            "open the dossier",
-        )
+        if input.retained is None:
+            await self._dossier_activity(
+                OPEN_DOSSIER,
+                OpenDossierInput(complaint_id=self._view.complaint_id, submission=input.submission),
+                "open the dossier",
+            )
         background = [asyncio.create_task(self._post_room()), asyncio.create_task(self._archivist())]
         try:
-            while self._view.phase in OPEN_PHASES:
-                self._publish()
-                phase = self._view.phase
-                if phase is Phase.INFORMAL:
-                    await self._informal_phase()
-                elif phase is Phase.FORMAL:
-                    await self._formal_phase()
-                elif phase is Phase.DECIDED:
-                    await self._decided_phase()
-                elif phase is Phase.MEDIATION:
-                    await self._mediation_phase()
-                elif phase is Phase.CONSEQUENCES:
-                    await self._consequences_phase()
-            result = await self._keep_in_dossier()
+            if input.retained is None:
+                await self._handle_complaint()
+                await self._continue_without_personal_data()
+            return await self._keep_in_dossier()
         finally:
             for task in background:
                 task.cancel()
-        return result
+
+    async def _handle_complaint(self) -> None:
+        """From receipt to closing: each phase runs until a staff action or a deadline ends it."""
+        while self._view.phase in OPEN_PHASES:
+            self._publish()
+            phase = self._view.phase
+            if phase is Phase.INFORMAL:
+                await self._informal_phase()
+            elif phase is Phase.FORMAL:
+                await self._formal_phase()
+            elif phase is Phase.DECIDED:
+                await self._decided_phase()
+            elif phase is Phase.MEDIATION:
+                await self._mediation_phase()
+            elif phase is Phase.CONSEQUENCES:
+                await self._consequences_phase()
 
     async def _informal_phase(self) -> None:
         """A manager or external officer talks it through; staff resolve or escalate."""
@@ -243,6 +255,16 @@ class ComplaintWorkflow:
         ) else [_Deadline(d.consequences_by, "consequences to be picked up (2 weeks)",
                           lambda: self._alert(AlertKind.CONSEQUENCES_OVERDUE, d.consequences_by))])
 
+    async def _continue_without_personal_data(self) -> None:
+        """Closed: the year in the dossier is waited out by a new run that holds no personal data.
+
+        Letters, alerts and dossier writes are finished first, so nothing is lost on the way.
+        """
+        self._publish()
+        await workflow.wait_condition(lambda: workflow.all_handlers_finished() and self._idle())
+        workflow.continue_as_new(ComplaintWorkflowInput(retained=RetainedComplaint(
+            view=anonymous(self._view), dossier_version=self._version)))
+
     async def _keep_in_dossier(self) -> ComplaintResult:
         """Closed: kept one year in the dossier, then the personal data is erased."""
         d = self._view.deadlines
@@ -255,7 +277,7 @@ class ComplaintWorkflow:
         purged = await self._dossier_activity(
             PURGE_DOSSIER, PurgeDossierInput(complaint_id=self._view.complaint_id),
             "erase personal data from the dossier", result_type=PurgeResult)
-        self._forget_personal_data()
+        self._view = anonymous(self._view)
         self._view.phase = Phase.PURGED
         self._view.next_deadline = self._view.next_deadline_for = None  # nothing is due any more
         self._record("purged", "system", "personal data erased after the retention year")
@@ -447,18 +469,6 @@ class ComplaintWorkflow:
         """Whether ``kind`` was raised (about the deadline ``about``, when given)."""
         return any(a.kind is kind and (about is None or a.deadline == about) for a in self._view.alerts)
 
-    def _forget_personal_data(self) -> None:
-        for entry in self._view.history:
-            entry.note = None
-        for letter in self._view.letters:
-            letter.to = ""
-        for measure in self._view.measures:
-            measure.by = ""
-        if self._view.decision:
-            self._view.decision.motivation = ""
-        if self._view.verdict:
-            self._view.verdict = Verdict(summary="", consequences=[], at=self._view.verdict.at)
-        self._view.mediator = None
 
     # ============================================================== deadlines
 
@@ -506,19 +516,21 @@ class ComplaintWorkflow:
         v = self._view
         at = deadline.at if deadline else None
         for_ = deadline.summary if deadline else None
-        if (v.next_deadline, v.next_deadline_for) != (at, for_):
-            v.next_deadline, v.next_deadline_for = at, for_
+        v.next_deadline, v.next_deadline_for = at, for_
+        if self._published != (v.phase, at, open_alerts(v)):
             self._publish()
 
     def _publish(self) -> None:
         """Keep the search attributes and the Web UI's current details in step with the state."""
         v = self._view
+        self._published = (v.phase, v.next_deadline, open_alerts(v))
         workflow.upsert_search_attributes([
             sa.PHASE.value_set(v.phase.value),
             sa.ROUTE.value_set("formal" if v.formal_received_at else "informal"),
             sa.PRODUCT.value_set(v.product),
             sa.OUTCOME.value_set(v.outcome.value) if v.outcome else sa.OUTCOME.value_unset(),
             sa.NEXT_DEADLINE.value_set(v.next_deadline) if v.next_deadline else sa.NEXT_DEADLINE.value_unset(),
+            sa.OPEN_ALERTS.value_set(open_alerts(v)) if open_alerts(v) else sa.OPEN_ALERTS.value_unset(),
         ])
         last = v.history[-1]
         details = [f"**Phase:** {v.phase.value}"]
@@ -604,7 +616,10 @@ class ComplaintWorkflow:
             self._dossier_busy = True
             version = self._version
             await self._dossier_activity(
-                UPDATE_DOSSIER, DossierFacts(version=version, view=self._snapshot()), "update the dossier")
+                UPDATE_DOSSIER,
+                DossierFacts(version=version, view=self._snapshot(),
+                             includes_personal_data=self._submission is not None),
+                "update the dossier")
             self._dossier_synced = version
             self._dossier_busy = False
 
@@ -631,3 +646,38 @@ class ComplaintWorkflow:
 def _reason(err: ActivityError) -> str:
     cause = err.cause
     return str(cause.message if isinstance(cause, ApplicationError) else err)
+
+
+def anonymous(view: ComplaintView) -> ComplaintView:
+    """The view without anything that may identify the complainant or quote them.
+
+    Kept: ids, phases, outcome, dates, deadlines, letter and alert kinds, measures (staff
+    write them without personal data) and who on the staff acted. Dropped: every note,
+    letter recipients, the decision's motivation, the verdict's text and the mediator.
+    """
+    v = view.model_copy(deep=True)
+    for entry in v.history:
+        entry.note = None
+    for letter in v.letters:
+        letter.to = ""
+        letter.error = None
+    if v.decision:
+        v.decision.motivation = ""
+    if v.verdict:
+        v.verdict = Verdict(summary="", consequences=[], at=v.verdict.at)
+    v.mediator = None
+    return v
+
+
+def open_alerts(view: ComplaintView) -> list[str]:
+    """The alerts whose cause still stands, for operators to find (``ComplaintOpenAlerts``)."""
+    still = {
+        AlertKind.INFORMAL_STALLED: view.phase is Phase.INFORMAL,
+        AlertKind.ACKNOWLEDGEMENT_OVERDUE: view.acknowledged_at is None and view.phase in OPEN_PHASES,
+        AlertKind.RESOLUTION_DUE_SOON: view.phase is Phase.FORMAL,
+        AlertKind.RESOLUTION_OVERDUE: view.phase is Phase.FORMAL,
+        AlertKind.CONSEQUENCES_OVERDUE: view.phase is Phase.CONSEQUENCES,
+        AlertKind.LETTER_UNDELIVERABLE: any(letter.status == "failed" for letter in view.letters)
+        and view.phase in OPEN_PHASES,
+    }
+    return sorted({a.kind.value for a in view.alerts if still.get(a.kind, False)})
