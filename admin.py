@@ -33,9 +33,25 @@ from complaints import search_attributes as sa
 from complaints.audit import DossierUnavailable, read_audit, read_erasure
 from complaints.calendar import AMSTERDAM, local_date
 from complaints.config import ConfigError, Settings, load_settings
-from complaints.models import (DECISION_OUTCOMES, ComplaintView, ConsequencesPickedUpInput, DecideInput,
-                               DisagreeInput, EngageMediatorInput, EscalateInput, ExtendInput, MeasureInput,
-                               Phase, ResolveInformallyInput, StaffAction, VerdictInput, WithdrawInput)
+from complaints.models import (
+    ComplaintView,
+    ConsequencesPickedUpInput,
+    CorrectContactInput,
+    DECISION_OUTCOMES,
+    DecideInput,
+    DisagreeInput,
+    EngageMediatorInput,
+    EscalateInput,
+    ExtendInput,
+    LetterKind,
+    MeasureInput,
+    Phase,
+    ResendInput,
+    ResolveInformallyInput,
+    StaffAction,
+    VerdictInput,
+    WithdrawInput,
+)
 from complaints.temporal_client import connect
 from workflows.complaint import ComplaintWorkflow
 
@@ -118,6 +134,17 @@ ACTIONS: dict[str, Action] = {
         "contain personal data: they are kept after the complaint's personal data is erased",
         (_text("--text", "the measure: staff-written, no personal data (no names, addresses, e-mail, phone)"),),
         lambda v: "measure recorded"),
+    "correct-contact": Action(
+        ComplaintWorkflow.correct_contact, CorrectContactInput,
+        "correct the complainant's e-mail address (e.g. after a letter bounced); then use resend",
+        (("--email", "email", {"required": True, "metavar": "ADDRESS", "help": "the correct e-mail address"}),),
+        lambda v: "e-mail address corrected"),
+    "resend": Action(
+        ComplaintWorkflow.resend, ResendInput,
+        "send again a letter the mail server refused (to the current, corrected address)",
+        (("--kind", "kind", {"required": True, "choices": [k.value for k in LetterKind],
+                             "help": "the kind of the undelivered letter"}),),
+        lambda v: "letter queued to be sent again"),
 }
 
 

@@ -72,6 +72,7 @@ class DossierActivities:
                     mediated = $13 OR mediated, mediator = CASE WHEN $21 THEN $14 ELSE mediator END,
                     verdict_at = $15, verdict_summary = CASE WHEN $21 THEN $16 ELSE verdict_summary END,
                     consequences_by = $17, closed_at = $18, purge_on = $19,
+                    complainant_email = coalesce($22, complainant_email),
                     state_version = $20, updated_at = now()
                 WHERE complaint_id = $1 AND state_version < $20 AND purged_at IS NULL
                 """,
@@ -84,6 +85,7 @@ class DossierActivities:
                 v.phase is Phase.MEDIATION or v.mediator is not None, v.mediator,
                 v.verdict.at if v.verdict else None, v.verdict.summary if v.verdict else None,
                 d.consequences_by, v.closed_at, d.purge_on, facts.version, facts.includes_personal_data,
+                facts.contact_email if facts.includes_personal_data else None,
             )
             await conn.executemany(
                 """

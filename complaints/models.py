@@ -286,6 +286,18 @@ class MeasureInput(StaffAction):
     text: Text
 
 
+class CorrectContactInput(StaffAction):
+    """The complainant's corrected address (e.g. after a letter bounced)."""
+
+    email: Annotated[EmailStr, Field(max_length=254)]
+
+
+class ResendInput(StaffAction):
+    """Send again a letter the mail server refused, to the (corrected) address."""
+
+    kind: LetterKind
+
+
 # ------------------------------------------------------------- workflow state / view
 
 
@@ -399,6 +411,8 @@ class DossierFacts(_Model):
 
     version: int
     view: ComplaintView
+    #: The complainant's current address (corrected by staff); None in a retention run.
+    contact_email: str | None = None
     #: False for a retention run: its view is anonymous, so personal columns are left alone.
     includes_personal_data: bool = True
 

@@ -39,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
         ComplaintView,
         ComplaintWorkflowInput,
         ConsequencesPickedUpInput,
+        CorrectContactInput,
         DecideInput,
         Decision,
         DisagreeInput,
@@ -60,8 +61,9 @@ with workflow.unsafe.imports_passed_through():
         PurgeDossierInput,
         PurgeResult,
         Recipient,
-        RetainedComplaint,
+        ResendInput,
         ResolveInformallyInput,
+        RetainedComplaint,
         Route,
         SendAlertInput,
         SendLetterInput,
@@ -88,6 +90,9 @@ MAIL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coeffici
 DOSSIER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                             maximum_interval=timedelta(minutes=1))
 ACTIVITY_TIMEOUT = timedelta(seconds=60)
+
+# What a resent letter repeats of the refused one (the recipient and terms are current).
+_LETTER_CONTENT = {"outcome", "motivation", "note", "mediator", "consequences"}
 
 # Refusal types, so that callers can tell "not now" from "not like that".
 NOT_ALLOWED = "ActionNotAllowed"
@@ -120,6 +125,8 @@ class ComplaintWorkflow:
         self._dossier_synced = -1
         self._dossier_busy = False
         self._published: tuple[object, ...] = ()
+        #: Letters the mail server refused permanently, by kind, until staff resend them.
+        self._undelivered: dict[LetterKind, SendLetterInput] = {}
         self._submission = input.submission
         if input.retained is not None:  # the retention run of a closed complaint
             self._view = input.retained.view
@@ -425,6 +432,34 @@ class ComplaintWorkflow:
             # The personal data is being erased: nothing may be written to the dossier after it.
             raise ApplicationError("measure is not possible: the retention year has ended", type=NOT_ALLOWED)
 
+    @workflow.update
+    def correct_contact(self, action: CorrectContactInput) -> ComplaintView:
+        assert self._submission is not None
+        complainant = self._submission.complainant.model_copy(update={"email": action.email})
+        self._submission = self._submission.model_copy(update={"complainant": complainant})
+        self._record("correct-contact", action.by, "e-mail address corrected")
+        self._changed()
+        return self._snapshot()
+
+    @correct_contact.validator
+    def _check_correct_contact(self, action: CorrectContactInput) -> None:
+        self._require_phase("correct-contact", *OPEN_PHASES)
+
+    @workflow.update
+    def resend(self, action: ResendInput) -> ComplaintView:
+        failed = self._undelivered.pop(action.kind)
+        self._record("resend", action.by, f"{action.kind.value} letter sent again")
+        self._letter(action.kind, **failed.model_dump(include=_LETTER_CONTENT))
+        self._changed()
+        return self._snapshot()
+
+    @resend.validator
+    def _check_resend(self, action: ResendInput) -> None:
+        self._require_phase("resend", *OPEN_PHASES)
+        if action.kind not in self._undelivered:
+            raise ApplicationError(f"kind: no undelivered {action.kind.value} letter to send again",
+                                   type=NOT_ALLOWED)
+
     @workflow.query
     def status(self) -> ComplaintView:
         return self._snapshot()
@@ -587,6 +622,7 @@ class ComplaintWorkflow:
                 summary=f"send {letter.kind.value} letter")
         except ActivityError as err:
             record.status, record.error = "failed", _reason(err)
+            self._undelivered[letter.kind] = letter
             self._view.letters.append(record)
             self._record(f"letter {letter.kind.value} undeliverable", "system", record.error)
             self._alert(AlertKind.LETTER_UNDELIVERABLE)
@@ -618,7 +654,8 @@ class ComplaintWorkflow:
             await self._dossier_activity(
                 UPDATE_DOSSIER,
                 DossierFacts(version=version, view=self._snapshot(),
-                             includes_personal_data=self._submission is not None),
+                             includes_personal_data=self._submission is not None,
+                             contact_email=str(self._submission.complainant.email) if self._submission else None),
                 "update the dossier")
             self._dossier_synced = version
             self._dossier_busy = False
@@ -677,7 +714,14 @@ def open_alerts(view: ComplaintView) -> list[str]:
         AlertKind.RESOLUTION_DUE_SOON: view.phase is Phase.FORMAL,
         AlertKind.RESOLUTION_OVERDUE: view.phase is Phase.FORMAL,
         AlertKind.CONSEQUENCES_OVERDUE: view.phase is Phase.CONSEQUENCES,
-        AlertKind.LETTER_UNDELIVERABLE: any(letter.status == "failed" for letter in view.letters)
-        and view.phase in OPEN_PHASES,
+        AlertKind.LETTER_UNDELIVERABLE: view.phase in OPEN_PHASES and _undelivered_kinds(view),
     }
     return sorted({a.kind.value for a in view.alerts if still.get(a.kind, False)})
+
+
+def _undelivered_kinds(view: ComplaintView) -> bool:
+    """Whether some letter kind's last attempt failed (no later letter of that kind went out)."""
+    last: dict[LetterKind, str] = {}
+    for letter in view.letters:
+        last[letter.kind] = letter.status
+    return "failed" in last.values()
