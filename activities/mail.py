@@ -66,7 +66,7 @@ class SmtpSender:
                 msg, hostname=s.smtp_host, port=s.smtp_port,
                 username=s.smtp_username, password=s.smtp_password,
                 use_tls=s.smtp_tls == "tls", start_tls=s.smtp_tls == "starttls",
-                timeout=30,
+                timeout=20,  # inside the activity's 30 s
             )
         except aiosmtplib.SMTPRecipientsRefused as err:
             codes = [r.code for r in err.recipients]
@@ -79,6 +79,23 @@ class SmtpSender:
                 raise ApplicationError(f"mail server refused the message ({err.code})",
                                        type=UNDELIVERABLE, non_retryable=True) from None
             raise
+
+
+def _remember_sent() -> datetime:
+    """Record in the activity's heartbeat that the mail server took the message.
+
+    If recording the send in PostgreSQL then fails (the database went away), the next
+    attempt finds this in its heartbeat details and records the send instead of sending
+    the message a second time.
+    """
+    sent_at = datetime.now(timezone.utc)
+    activity.heartbeat(sent_at.isoformat())
+    return sent_at
+
+
+def _sent_by_earlier_attempt() -> datetime | None:
+    details = activity.info().heartbeat_details
+    return datetime.fromisoformat(details[0]) if details else None
 
 
 class MailActivities:
@@ -116,11 +133,13 @@ class MailActivities:
                 headers={"X-Complaint-Id": letter.complaint_id, "X-Letter-Kind": letter.kind.value},
             )
             refused: ApplicationError | None = None
-            try:
-                await self._sender.send(msg)
-            except ApplicationError as err:
-                refused = err
-            sent_at = datetime.now(timezone.utc)
+            sent_at = _sent_by_earlier_attempt()
+            if sent_at is None:
+                try:
+                    await self._sender.send(msg)
+                    sent_at = _remember_sent()
+                except ApplicationError as err:
+                    refused, sent_at = err, datetime.now(timezone.utc)
             await conn.execute(
                 "UPDATE letters SET status = $4, sent_at = $5, error = $6"
                 " WHERE complaint_id = $1 AND kind = $2 AND sequence = $3",
@@ -153,12 +172,14 @@ class MailActivities:
             )
             if sent_at is not None:
                 return AlertSent(message_id=msg_id, sent_at=sent_at)
-            msg = self._sender.compose(
-                to=self._settings.director_email, to_name=None, rendered=render_alert(alert),
-                msg_id=msg_id, headers={"X-Complaint-Id": alert.complaint_id, "X-Alert-Kind": alert.kind.value},
-            )
-            await self._sender.send(msg)
-            sent_at = datetime.now(timezone.utc)
+            sent_at = _sent_by_earlier_attempt()
+            if sent_at is None:
+                msg = self._sender.compose(
+                    to=self._settings.director_email, to_name=None, rendered=render_alert(alert), msg_id=msg_id,
+                    headers={"X-Complaint-Id": alert.complaint_id, "X-Alert-Kind": alert.kind.value},
+                )
+                await self._sender.send(msg)
+                sent_at = _remember_sent()
             await conn.execute(
                 "UPDATE alerts SET sent_at = $4 WHERE complaint_id = $1 AND kind = $2 AND sequence = $3",
                 alert.complaint_id, alert.kind.value, alert.sequence, sent_at,

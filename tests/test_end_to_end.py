@@ -9,25 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
-import sys
 from datetime import timedelta
 
 import pytest
 from temporalio.testing import TimeSkipper
 
 from tests.cli import REPO, cli_env, run_cli
-
-
-async def wait_until(predicate, timeout: float = 30.0, interval: float = 0.2):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(interval)
+from tests.processes import start_worker, stop, wait_until
 
 
 @pytest.fixture
@@ -39,19 +27,11 @@ async def stack_env(env, settings, mail):
 
 @pytest.fixture
 async def worker_process(stack_env):
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "worker.py", cwd=REPO, env=stack_env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    proc = await start_worker(stack_env)
     try:
         yield proc
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 20)
-            except asyncio.TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop(proc)
 
 
 async def show(stack_env, complaint_id: str) -> dict:

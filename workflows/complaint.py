@@ -89,7 +89,7 @@ MAIL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coeffici
                          maximum_interval=timedelta(minutes=5))
 DOSSIER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                             maximum_interval=timedelta(minutes=1))
-ACTIVITY_TIMEOUT = timedelta(seconds=60)
+ACTIVITY_TIMEOUT = timedelta(seconds=30)  # a killed worker's activities are retried after this
 
 # What a resent letter repeats of the refused one (the recipient and terms are current).
 _LETTER_CONTENT = {"outcome", "motivation", "note", "mediator", "consequences"}
