@@ -31,6 +31,11 @@ class _Handler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
         self._catcher.store(envelope.content if isinstance(envelope.content, bytes)
                             else str(envelope.content).encode())
+        if self._catcher.drop_after_accepting > 0:
+            # Fault injection: the message is taken, but the connection drops before the reply.
+            self._catcher.drop_after_accepting -= 1
+            assert server.transport is not None
+            server.transport.abort()
         return "250 Message accepted for delivery"
 
 
@@ -42,6 +47,9 @@ class MailCatcher:
         self.keep_in_memory = keep_in_memory
         self.messages: list[EmailMessage] = []
         self.refused_recipients: set[str] = set()
+        #: For fault tests: this many messages are stored and then the connection is dropped
+        #: before the final reply, so the client cannot know the message was accepted.
+        self.drop_after_accepting = 0
         self._count = 0
         self._lock = threading.Lock()
         self._controller = Controller(_Handler(self), hostname=host, port=port)

@@ -23,10 +23,13 @@ from temporalio.testing import TimeSkipper
 from complaints import search_attributes
 from complaints.temporal_client import connect
 from devstack.postgres import LocalPostgres
+from devstack.smtp import MailCatcher
 from tests.cli import cli_env, run_cli
 from tests.conftest import TEMPORAL_CLI, TIME_SKIPPING_FLAG, free_port
 from tests.factories import complaint_json
+from tests.lifecycle import start_formal
 from tests.processes import start_worker, stop, wait_until
+from worker import build_worker
 
 
 def stack_env(env, settings, mail, **extra: str) -> dict[str, str]:
@@ -215,3 +218,25 @@ async def _phase(environ: dict[str, str], cid: str, phase: str) -> dict | None:
 async def _alerted(environ: dict[str, str], cid: str) -> dict | None:
     view = await show(environ, cid)
     return view if any(a["kind"] == "resolution-due-soon" for a in view["alerts"]) else None
+
+
+async def test_connection_dropped_after_the_server_took_the_letter_one_duplicate_same_message_id(
+        env, client, settings, pool):
+    """SMTP itself cannot tell the client that an unanswered DATA was accepted: measured here,
+    the retry delivers the letter a second time, with the same Message-ID, and never a third."""
+    with MailCatcher(free_port()) as flaky:
+        flaky.drop_after_accepting = 1
+        own = replace(settings, smtp_port=flaky.port)
+        async with build_worker(client, own, pool):
+            handle = await start_formal(client, own)
+            copies = await wait_until(lambda: _copies(flaky, handle.id, 2), timeout=60, what="the retried letter")
+            await asyncio.sleep(3)  # no third copy
+            assert len(flaky.find(x_complaint_id=handle.id, x_letter_kind="acknowledgement")) == 2
+            assert copies[0]["Message-ID"] == copies[1]["Message-ID"]
+            row = await pool.fetchrow("SELECT status FROM letters WHERE complaint_id = $1", handle.id)
+            assert row["status"] == "sent"
+
+
+async def _copies(catcher, complaint_id: str, count: int):
+    found = catcher.find(x_complaint_id=complaint_id, x_letter_kind="acknowledgement")
+    return found if len(found) >= count else None
