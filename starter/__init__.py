@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable
@@ -84,7 +85,9 @@ def _load_json(data: bytes | str) -> list[Any]:
     except RecursionError:
         raise IntakeError([MAX_NESTING_MESSAGE]) from None
     except json.JSONDecodeError as whole_error:
-        lines = [line for line in text.splitlines() if line.strip()]
+        # JSON Lines are separated by "\n" only: str.splitlines() would also split inside a string
+        # at U+2028/U+2029 or U+0085, which JSON allows unescaped (JSON.stringify emits U+2028 raw).
+        lines = [line for line in text.split("\n") if line.strip()]
         if len(lines) < 2:
             raise IntakeError([f"input: not valid JSON ({whole_error.msg} at line "
                                f"{whole_error.lineno}, column {whole_error.colno})"]) from None
@@ -97,13 +100,36 @@ def _load_json(data: bytes | str) -> list[Any]:
                 problems.append(f"line {number}: JSON is nested too deeply")
             except json.JSONDecodeError as err:
                 problems.append(f"line {number}: not valid JSON ({err.msg}, column {err.colno})")
+            except ValueError as err:
+                problems.append(f"line {number}: not valid JSON ({_json_value_error(err)})")
         if problems:
             raise IntakeError(problems) from None
         return items
+    except ValueError as err:  # not a JSONDecodeError: e.g. an integer of more than 4300 digits
+        raise IntakeError([f"input: not valid JSON ({_json_value_error(err)})"]) from None
+
+
+def _json_value_error(err: ValueError) -> str:
+    """json.loads raises a plain ValueError for a number it cannot convert (Python's int digit limit)."""
+    if "digits" in str(err):
+        return "a number has too many digits"
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
+#: A field name shown as is; any other key (one an intake service made up) is shown quoted and cut.
+_PLAIN_FIELD = re.compile(r"[^\s.:\"\\]{1,64}")
+
+
+def _field(part: Any) -> str:
+    """One part of a field path, on one line: an unknown key may hold a line break or be a megabyte long."""
+    text = str(part)
+    if isinstance(part, int) or (_PLAIN_FIELD.fullmatch(text) and text.isprintable()):
+        return text
+    return json.dumps(text if len(text) <= 64 else text[:64] + "...")  # ASCII, escaped, quoted
 
 
 def _describe(error: dict[str, Any]) -> str:
-    loc = ".".join(str(part) for part in error.get("loc", ()))
+    loc = ".".join(_field(part) for part in error.get("loc", ()))
     message = str(error.get("msg", "invalid"))
     message = message.removeprefix("Value error, ")
     if error.get("type") == "extra_forbidden":
