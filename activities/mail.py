@@ -11,6 +11,7 @@ message again with the same Message-ID, which mail clients treat as one message.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.message import EmailMessage
@@ -34,6 +35,17 @@ def message_id(complaint_id: str, kind: str, sequence: int, domain: str) -> str:
     return f"<{complaint_id}.{kind}.{sequence}@{domain}>"
 
 
+#: A display name the email package cannot carry as typed: a control character, or RFC 2047
+#: encoded-word syntax, which Python's header folder decodes and then writes out raw, so a name
+#: "=?utf-8?q?Jan=0D=0ABcc:_x@example.com?=" (no control character in it) would add a header.
+_UNSAFE_DISPLAY_NAME = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]|=\?")
+
+
+def _display_name(name: str | None) -> str:
+    """The recipient's name for the To header, or none at all if it cannot be carried safely."""
+    return "" if not name or _UNSAFE_DISPLAY_NAME.search(name) else name
+
+
 @dataclass(frozen=True)
 class SmtpSender:
     settings: Settings
@@ -47,9 +59,8 @@ class SmtpSender:
                 headers: dict[str, str]) -> EmailMessage:
         msg = EmailMessage()
         msg["From"] = self.settings.mail_from
-        # Address() quotes and RFC 2047-encodes the display name; CR/LF never get this far
-        # (intake rejects control characters in names).
-        msg["To"] = Address(display_name=to_name or "", addr_spec=to)
+        # Address() quotes and RFC 2047-encodes the display name (intake rejects control characters).
+        msg["To"] = Address(display_name=_display_name(to_name), addr_spec=to)
         msg["Subject"] = rendered.subject
         msg["Message-ID"] = msg_id
         msg["Date"] = format_datetime(datetime.now(timezone.utc))

@@ -13,9 +13,11 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
+import idna
 import phonenumbers
 from pydantic import (
     AfterValidator,
+    BeforeValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -135,6 +137,47 @@ def _phone(value: str) -> str:
 Phone = Annotated[SingleLine, AfterValidator(_phone)]
 
 
+def _deliverable_address(value: str) -> str:
+    """An address every mail server can take: ASCII local part, the domain in its ASCII (IDNA) form."""
+    local, _, domain = value.rpartition("@")
+    if not local.isascii():
+        raise ValueError("the part before @ must be ASCII (the mail server cannot deliver to it otherwise)")
+    try:
+        ascii_domain = idna.encode(domain).decode("ascii")
+    except idna.IDNAError:
+        raise ValueError("the domain cannot be written in ASCII") from None
+    return f"{local}@{ascii_domain}"
+
+
+def _no_control(value: Any) -> Any:
+    if isinstance(value, str) and _CONTROL_IN_LINE.search(value):
+        raise ValueError("must be a single line without control characters")
+    return value
+
+
+Email = Annotated[EmailStr, BeforeValidator(_no_control), Field(max_length=254), AfterValidator(_deliverable_address)]
+
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+EARLIEST = date(2000, 1, 1)
+
+
+def _iso_date(value: Any) -> Any:
+    if isinstance(value, str) and not _ISO_DATE.match(value.strip()):
+        raise ValueError("must be a date written YYYY-MM-DD")
+    if not isinstance(value, (str, date)):
+        raise ValueError("must be a date written YYYY-MM-DD")
+    return value
+
+
+def _iso_datetime(value: Any) -> Any:
+    if value is None or isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _ISO_DATETIME.match(value.strip()):
+        raise ValueError("must be an ISO-8601 date and time with offset, e.g. 2026-04-24T10:30:00+02:00")
+    return value
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
 
@@ -145,16 +188,9 @@ class _Model(BaseModel):
 class Complainant(_Model):
     name: SingleLine
     organisation: SingleLine
-    email: Annotated[EmailStr, Field(max_length=254)]
+    email: Email
     phone: Phone
     role: Role = Role.CUSTOMER
-
-    @field_validator("email", mode="before")
-    @classmethod
-    def _email_single_line(cls, value: Any) -> Any:
-        if isinstance(value, str) and _CONTROL_IN_LINE.search(value):
-            raise ValueError("must be a single line without control characters")
-        return value
 
 
 class ComplaintSubmission(_Model):
@@ -171,8 +207,8 @@ class ComplaintSubmission(_Model):
     route: Route = Route.INFORMAL
     complainant: Complainant
     product: SingleLine
-    submitted_on: date
-    received_at: AwareDatetime | None = None
+    submitted_on: Annotated[date, BeforeValidator(_iso_date)]
+    received_at: Annotated[AwareDatetime | None, BeforeValidator(_iso_datetime)] = None
     description: Text
     motivation: Text
 
@@ -187,6 +223,8 @@ class ComplaintSubmission(_Model):
             raise ValueError(
                 "route: a formal complaint is written: channel must be email or letter, not conversation"
             )
+        if self.submitted_on < EARLIEST:
+            raise ValueError(f"submitted_on: must be {EARLIEST.isoformat()} or later")
         now = (info.context or {}).get("now") if info else None
         if isinstance(now, datetime):
             if self.submitted_on > now.date():
@@ -289,7 +327,7 @@ class MeasureInput(StaffAction):
 class CorrectContactInput(StaffAction):
     """The complainant's corrected address (e.g. after a letter bounced)."""
 
-    email: Annotated[EmailStr, Field(max_length=254)]
+    email: Email
 
 
 class ResendInput(StaffAction):
@@ -491,6 +529,70 @@ class PurgeResult(_Model):
             data.setdefault("purged_at", moment)
             data.setdefault("erased_at", moment)
         return data
+
+
+# ------------------------------------------------------------------ the yearly analysis
+
+
+class AnnualAnalysisInput(_Model):
+    """Input of :class:`workflows.analysis.AnnualAnalysisWorkflow`.
+
+    ``year`` None (the schedule): the calendar year before the run's start, in Europe/Amsterdam.
+    ``requested_by`` None: the schedule; else the staff member who ran ``admin.py analyse``.
+    """
+
+    year: int | None = Field(default=None, ge=1970, le=9999)
+    requested_by: str | None = None
+
+
+class ComputeReportInput(_Model):
+    year: int
+    #: The run's moment (``workflow.now()``): open complaints and measure windows are judged as of it.
+    as_of: AwareDatetime
+
+
+class ComputedReport(_Model):
+    #: The report, exactly the JSON of the contract (README, "The yearly analysis").
+    report: dict[str, Any]
+    #: Complaints per month (January first) by submitted route, for the chart.
+    monthly: dict[str, list[int]]
+
+
+class StoreReportInput(_Model):
+    year: int
+    run_at: AwareDatetime
+    report: dict[str, Any]
+    monthly: dict[str, list[int]]
+    requested_by: str | None = None
+    #: The run that computed it: a retried store finds the row it wrote and writes no second.
+    workflow_id: str
+    workflow_run_id: str
+
+
+class StoredReport(_Model):
+    report_id: int
+    run_at: AwareDatetime
+
+
+class MailReportInput(_Model):
+    report_id: int
+
+
+class ReportMailed(_Model):
+    message_id: str
+    sent_at: AwareDatetime
+    to: str
+
+
+class AnnualAnalysisResult(_Model):
+    year: int
+    report_id: int
+    run_at: AwareDatetime
+    report: dict[str, Any]
+    message_id: str | None = None
+    mailed_at: AwareDatetime | None = None
+    #: Set when the mail server refused the director's address for good; the report is stored.
+    mail_error: str | None = None
 
 
 ComplaintWorkflowInput.model_rebuild()
