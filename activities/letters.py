@@ -23,6 +23,8 @@ ALERT_TEXT = {
     "resolution-due-soon": "De afhandeltermijn verloopt over 7 dagen en er is nog geen besluit.",
     "resolution-overdue": "De afhandeltermijn is (bijna) verstreken zonder besluit.",
     "consequences-overdue": "De consequenties van het bindend oordeel zijn niet binnen 2 weken opgepakt.",
+    "mediation-stalled": "Er is 10 werkdagen na het uitblijven van overeenstemming nog geen onafhankelijke "
+                         "mediator ingeschakeld.",
     "letter-undeliverable": "Een brief aan de indiener kon niet worden bezorgd.",
 }
 

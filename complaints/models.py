@@ -90,6 +90,7 @@ class AlertKind(StrEnum):
     RESOLUTION_OVERDUE = "resolution-overdue"
     CONSEQUENCES_OVERDUE = "consequences-overdue"
     LETTER_UNDELIVERABLE = "letter-undeliverable"
+    MEDIATION_STALLED = "mediation-stalled"
 
 
 # ------------------------------------------------------------------ field types
@@ -346,6 +347,7 @@ class Deadlines(_Model):
     purge_on: AwareDatetime | None = None
     informal_stalled_at: AwareDatetime | None = None
     objection_by: AwareDatetime | None = None
+    mediator_by: AwareDatetime | None = None
 
 
 class LetterRecord(_Model):

@@ -7,14 +7,18 @@ break complaints already running fails here with a non-determinism error.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from temporalio.client import WorkflowHistory
-from temporalio.worker import Replayer
+from temporalio import workflow
+from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
 from complaints.codec import parse_keys
 from complaints.config import Settings
+from complaints.models import ComplaintResult, ComplaintWorkflowInput
 from complaints.temporal_client import data_converter
 from worker import workflow_runner
 from workflows.complaint import ComplaintWorkflow
@@ -39,3 +43,41 @@ async def test_recorded_history_replays(path: Path) -> None:
                         data_converter=data_converter(Settings(encryption_keys=KEYS)))
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
+
+
+@workflow.defn(name="ComplaintWorkflow")
+class _WithoutThePatch(ComplaintWorkflow):
+    """Today's workflow as it would be had the mediation deadline been added without ``patched``."""
+
+    @workflow.run
+    async def run(self, input: ComplaintWorkflowInput) -> ComplaintResult:
+        return await super().run(input)
+
+    async def _mediation_phase(self) -> None:
+        with _always_patched():
+            await super()._mediation_phase()
+
+
+@contextmanager
+def _always_patched() -> Iterator[None]:
+    original = workflow.patched
+    workflow.patched = lambda patch_id: True  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        workflow.patched = original  # type: ignore[assignment]
+
+
+async def test_the_mediation_deadline_was_added_behind_a_patch() -> None:
+    """Complaints that were in mediation before the mediator deadline existed replay because the
+    new timer is guarded by ``workflow.patched``; without the guard they would break."""
+    path = HISTORIES / "escalated_mediated_with_consequences-run1.json"
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    converter = data_converter(Settings(encryption_keys=KEYS))
+    guarded = await Replayer(workflows=[ComplaintWorkflow], workflow_runner=workflow_runner(),
+                             data_converter=converter).replay_workflow(history, raise_on_replay_failure=False)
+    assert guarded.replay_failure is None
+    unguarded = await Replayer(workflows=[_WithoutThePatch], workflow_runner=UnsandboxedWorkflowRunner(),
+                               data_converter=converter).replay_workflow(history, raise_on_replay_failure=False)
+    assert unguarded.replay_failure is not None
+    assert "nondetermin" in str(unguarded.replay_failure).lower()

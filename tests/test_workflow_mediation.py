@@ -34,6 +34,7 @@ from tests.lifecycle import (
     close_to,
     decide,
     dossier_events,
+    end_of_nth_working_day,
     engage,
     give_verdict,
     letters,
@@ -48,6 +49,7 @@ from tests.lifecycle import (
     wait_letter,
     wait_view,
 )
+from complaints import search_attributes as sa
 from workflows.complaint import ComplaintWorkflow
 
 PRODUCT = "Training Agile"
@@ -71,8 +73,9 @@ async def test_disagreement_within_14_days_of_the_decision_starts_mediation(env,
     assert view.phase is Phase.MEDIATION
     assert view.outcome is Outcome.REJECTED, "the decision stands until the verdict"
     assert view.history[-1].action == "disagree" and view.history[-1].by == "Sanne Baliemedewerker"
+    planned = await wait_view(handle, lambda v: v.deadlines.mediator_by is not None, "the mediator deadline")
     await assert_search_attributes(handle, phase=Phase.MEDIATION, route="formal", product=PRODUCT,
-                                   outcome=Outcome.REJECTED, next_deadline=None)
+                                   outcome=Outcome.REJECTED, next_deadline=planned.deadlines.mediator_by)
     await wait_dossier(pool, handle, phase="mediation", mediated=True, mediator=None)
 
     # The objection window no longer closes the complaint.
@@ -80,6 +83,29 @@ async def test_disagreement_within_14_days_of_the_decision_starts_mediation(env,
     view = await status(handle)
     assert view.phase is Phase.MEDIATION and view.closed_at is None
     await assert_mail_matches_view(mail, handle, settings)
+
+
+async def test_no_mediator_engaged_within_10_working_days_alerts_the_director_once(env, client, settings,
+                                                                                  worker, mail):
+    handle = await start_formal(client, settings)
+    await to_mediation(handle, mail)
+    view = await wait_view(handle, lambda v: v.deadlines.mediator_by is not None, "the mediator deadline")
+    disagreed = view.history[-1].at
+    assert view.deadlines.mediator_by == end_of_nth_working_day(disagreed, 10)
+
+    await advance_to_just_before(env, handle, view.deadlines.mediator_by)
+    assert alerts(mail, handle, AlertKind.MEDIATION_STALLED) == []
+    await advance_to(env, handle, view.deadlines.mediator_by)
+    [alert] = await wait_alert(mail, handle, AlertKind.MEDIATION_STALLED)
+    assert str(alert["To"]) == settings.director_email
+    open_alerts = (await handle.describe()).typed_search_attributes.get(sa.OPEN_ALERTS)
+    assert open_alerts == ["mediation-stalled"]
+
+    await engage(handle)
+    await advance(env, handle, timedelta(days=30))
+    assert len(alerts(mail, handle, AlertKind.MEDIATION_STALLED)) == 1
+    view = await wait_view(handle, lambda v: v.mediator is not None)
+    assert [a.kind for a in view.alerts] == [AlertKind.MEDIATION_STALLED]
 
 
 async def test_mediation_with_consequences(env, client, settings, worker, mail, pool):

@@ -75,6 +75,8 @@ with workflow.unsafe.imports_passed_through():
 # The procedure's terms.
 ACKNOWLEDGE_WITHIN_WORKING_DAYS = 3
 INFORMAL_STALLED_AFTER_WORKING_DAYS = 10
+MEDIATOR_WITHIN_WORKING_DAYS = 10
+MEDIATION_STALLED_PATCH = "mediation-stalled-alert"
 RESOLVE_WITHIN = timedelta(days=28)
 DUE_SOON_BEFORE = timedelta(days=7)
 AUTO_EXTEND_BEFORE = timedelta(hours=24)
@@ -252,7 +254,19 @@ class ComplaintWorkflow:
 
     async def _mediation_phase(self) -> None:
         """An independent mediator is engaged; the verdict is binding."""
-        await self._follow_deadlines(Phase.MEDIATION, lambda: [])
+        d = self._view.deadlines
+        # Added after complaints were already running: those in mediation before this change
+        # replay without the new timer (tests/test_replay.py shows the guard is needed).
+        if workflow.patched(MEDIATION_STALLED_PATCH) and d.mediator_by is None:
+            planned = await self._plan(workflow.now(), MEDIATOR_WITHIN_WORKING_DAYS,
+                                       "plan engaging the mediator (10 working days)")
+            d.mediator_by = planned.at
+            self._changed()
+        await self._follow_deadlines(Phase.MEDIATION, lambda: [] if (
+            d.mediator_by is None or self._view.mediator is not None
+            or self._alerted(AlertKind.MEDIATION_STALLED)
+        ) else [_Deadline(d.mediator_by, "independent mediator to be engaged (10 working days)",
+                          lambda: self._alert(AlertKind.MEDIATION_STALLED, d.mediator_by))])
 
     async def _consequences_phase(self) -> None:
         """Level Up picks up the verdict's consequences within 2 weeks."""
@@ -714,6 +728,7 @@ def open_alerts(view: ComplaintView) -> list[str]:
         AlertKind.RESOLUTION_DUE_SOON: view.phase is Phase.FORMAL,
         AlertKind.RESOLUTION_OVERDUE: view.phase is Phase.FORMAL,
         AlertKind.CONSEQUENCES_OVERDUE: view.phase is Phase.CONSEQUENCES,
+        AlertKind.MEDIATION_STALLED: view.phase is Phase.MEDIATION and view.mediator is None,
         AlertKind.LETTER_UNDELIVERABLE: view.phase in OPEN_PHASES and _undelivered_kinds(view),
     }
     return sorted({a.kind.value for a in view.alerts if still.get(a.kind, False)})
