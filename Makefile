@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test ui-check clean
+.PHONY: install run test bench ui-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,13 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# Benchmarks, not part of `make test`: each is `python -m bench.NAME` on its own embedded PostgreSQL
+# and exits non-zero when over its target. Add a module to BENCHMARKS to run it too.
+BENCHMARKS := bench.analysis
+
+bench: install
+	@set -e; for b in $(BENCHMARKS); do echo "== $$b"; $(BIN)/python -m $$b; done
 
 # Not part of `make test`: needs Chromium (apt-get install -y chromium). Refreshes docs/web-ui.png.
 ui-check: install

@@ -4,7 +4,8 @@
 from the dossier in PostgreSQL (no Temporal needed); every other command is one staff
 action, sent as the workflow Update of the same name and recorded in the complaint's
 history with the acting staff member (``--as NAME``, default ``$COMPLAINTS_STAFF`` or
-the OS user).
+the OS user). ``analyse --year YYYY`` runs the yearly analysis of that year now (the
+workflow the yearly schedule runs): the report is stored and mailed to the director, and printed.
 
 Exit codes: 0 done, 2 usage error (nothing sent), 3 refused by the procedure (the
 reason is printed), 4 unknown complaint id, 1 Temporal or the dossier unreachable or
@@ -18,13 +19,15 @@ import asyncio
 import getpass
 import json
 import os
+import re
 import sys
+import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Callable
 
 from pydantic import ValidationError
-from temporalio.client import (Client, WorkflowExecutionStatus, WorkflowUpdateFailedError,
+from temporalio.client import (Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowUpdateFailedError,
                                WorkflowUpdateRPCTimeoutOrCancelledError)
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
@@ -34,6 +37,7 @@ from complaints.audit import DossierUnavailable, read_audit, read_erasure
 from complaints.calendar import AMSTERDAM, local_date
 from complaints.config import ConfigError, Settings, load_settings
 from complaints.models import (
+    AnnualAnalysisInput,
     ComplaintView,
     ConsequencesPickedUpInput,
     CorrectContactInput,
@@ -52,13 +56,16 @@ from complaints.models import (
     VerdictInput,
     WithdrawInput,
 )
+from complaints.report_format import render_text
 from complaints.temporal_client import connect
+from workflows.analysis import AnnualAnalysisWorkflow
 from workflows.complaint import ComplaintWorkflow
 
 PROG = "admin.py"
 ANSWER_TIMEOUT = 30.0  # seconds to wait for the complaint's worker before giving up (exit 1)
 CLOSED_QUERY_TIMEOUT = 5.0  # ... for a completed complaint's, before showing what Temporal itself keeps
 ERASURE_TIMEOUT = 10.0  # ... for the dossier's erasure record of a purged complaint
+ANALYSIS_TIMEOUT = 120.0  # ... for the yearly analysis (compute, store, mail with its chart)
 Option = tuple[str, str, dict[str, Any]]  # (flag, input model field, argparse keyword arguments)
 
 
@@ -80,6 +87,14 @@ def _date(value: str) -> date:
         return date.fromisoformat(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a date (use YYYY-MM-DD)") from None
+
+
+def _year(value: str) -> int:
+    if not re.fullmatch(r"\d{4}", value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a year (use YYYY)")
+    if not 1970 <= int(value) <= datetime.now(AMSTERDAM).year:
+        raise argparse.ArgumentTypeError(f"{value} is not a year to analyse (1970 to this year)")
+    return int(value)
 
 
 def _text(flag: str, what: str) -> Option:
@@ -163,6 +178,11 @@ def _parser() -> argparse.ArgumentParser:
                         description="Every event, letter, alert and measure of one complaint and its erasure "
                                     "record, read from the dossier in PostgreSQL (DATABASE_URL)."
                         ).add_argument("id", metavar="ID")
+    commands.add_parser("analyse", parents=[common], help="run the yearly analysis of a year now",
+                        description="Run the yearly analysis of one calendar year now: the report is stored in "
+                                    "the dossier, mailed to the director and printed (with --json: the report "
+                                    "as one JSON object).").add_argument("--year", type=_year, required=True,
+                                                                         metavar="YYYY")
     for name, action in ACTIONS.items():
         sub = commands.add_parser(name, parents=[common], help=action.help, description=action.help + ".")
         sub.add_argument("id", metavar="ID")
@@ -173,17 +193,21 @@ def _parser() -> argparse.ArgumentParser:
 
 def _build(action: Action, args: argparse.Namespace) -> StaffAction:
     """The update's input, validated here so that nothing invalid is sent (ValueError names the option)."""
-    staff = args.staff
-    if staff is None:
-        try:
-            staff = os.environ.get("COMPLAINTS_STAFF", "").strip() or getpass.getuser()
-        except Exception:  # noqa: BLE001 - no OS user name
-            raise ValueError("--as: who acts is unknown: pass --as NAME or set COMPLAINTS_STAFF") from None
+    staff = _staff(args)
     try:
         return action.model(by=staff, **{field: getattr(args, field) for _, field, _ in action.options})
     except ValidationError as err:
         raise ValueError("; ".join(f"{_option(e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
                                    for e in err.errors(include_input=False))) from None
+
+
+def _staff(args: argparse.Namespace) -> str:
+    if args.staff is not None:
+        return args.staff
+    try:
+        return os.environ.get("COMPLAINTS_STAFF", "").strip() or getpass.getuser()
+    except Exception:  # noqa: BLE001 - no OS user name
+        raise ValueError("--as: who acts is unknown: pass --as NAME or set COMPLAINTS_STAFF") from None
 
 
 def _option(loc: tuple[Any, ...]) -> str:
@@ -326,6 +350,28 @@ async def _audit(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _analyse(client: Client, args: argparse.Namespace, settings: Settings) -> int:
+    """Run the yearly analysis of ``--year`` now (stored and mailed like the schedule's) and print the report."""
+    workflow_id = f"annual-complaint-analysis-{args.year}-manual-{uuid.uuid4().hex[:8]}"
+    try:
+        async with asyncio.timeout(ANALYSIS_TIMEOUT):
+            result = await client.execute_workflow(
+                AnnualAnalysisWorkflow.run, AnnualAnalysisInput(year=args.year, requested_by=args.staff),
+                id=workflow_id, task_queue=settings.task_queue)
+    except TimeoutError:
+        return _fail(1, f"no answer in time (is the complaints worker running?); {workflow_id} goes on "
+                        "and stores and mails the report when it can")
+    except WorkflowFailureError as err:
+        return _fail(1, f"the analysis failed: {_first_line(err.cause or err)}")
+    except Exception as err:  # noqa: BLE001 - Temporal unreachable or failing: one line, never a traceback
+        return _fail(1, f"{type(err).__name__}: {_first_line(err)}")
+    print(_json(result.report) if args.json else render_text(result.report))
+    if result.mail_error:
+        return _fail(1, f"report {result.report_id} is stored, but the mail to the director was refused: "
+                        f"{result.mail_error}")
+    return 0
+
+
 async def _act(client: Client, args: argparse.Namespace, payload: StaffAction) -> int:
     action = ACTIONS[args.command]
     try:
@@ -355,6 +401,8 @@ async def _run(args: argparse.Namespace, payload: StaffAction | None) -> int:
         return _fail(2, str(err))
     except Exception as err:  # noqa: BLE001 - any connection failure is one line for the user
         return _fail(1, f"cannot reach Temporal at {settings.temporal_address}: {_first_line(err)}")
+    if args.command == "analyse":
+        return await _analyse(client, args, settings)
     try:
         async with asyncio.timeout(ANSWER_TIMEOUT + 5):
             if args.command == "list":
@@ -396,6 +444,11 @@ def main(argv: list[str] | None = None) -> int:
             payload = _build(ACTIONS[args.command], args)
         except ValueError as err:
             return _fail(2, f"{args.command}: {err}")
+    elif args.command == "analyse":
+        try:
+            args.staff = _staff(args)
+        except ValueError as err:
+            return _fail(2, f"analyse: {err}")
     try:
         return asyncio.run(_run(args, payload))
     except KeyboardInterrupt:

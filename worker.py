@@ -1,7 +1,8 @@
 """The complaints worker: runs the complaint workflows and their activities.
 
-At start it applies the dossier's schema (idempotent migrations) and registers
-the operators' search attributes on the namespace if they are missing.
+At start it applies the dossier's schema (idempotent migrations), registers
+the operators' search attributes on the namespace if they are missing, and creates
+(or updates) the schedule of the yearly analysis (complaints/schedule.py).
 
     python worker.py
 """
@@ -20,6 +21,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.analysis import AnalysisActivities
 from activities.dossier import CalendarActivities, DossierActivities
 from activities.letters import LetterTemplates
 from activities.mail import MailActivities
@@ -27,7 +29,9 @@ from activities.schema import apply_migrations
 from complaints import search_attributes
 from complaints.calendar import WorkingDayCalendar
 from complaints.config import ConfigError, Settings, load_settings
+from complaints.schedule import ensure_annual_schedule
 from complaints.temporal_client import connect, data_converter
+from workflows.analysis import AnnualAnalysisWorkflow
 from workflows.complaint import ComplaintWorkflow
 
 log = logging.getLogger("complaints.worker")
@@ -66,10 +70,11 @@ def build_worker(client: Client, settings: Settings, pool: asyncpg.Pool, **optio
     calendar = CalendarActivities(WorkingDayCalendar(frozenset(settings.closure_days)))
     dossier = DossierActivities(pool)
     mail = MailActivities(pool, settings, LetterTemplates())
+    analysis = AnalysisActivities(pool, settings)
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[ComplaintWorkflow],
+        workflows=[ComplaintWorkflow, AnnualAnalysisWorkflow],
         workflow_runner=workflow_runner(),
         activities=[
             calendar.plan_deadline,
@@ -78,6 +83,9 @@ def build_worker(client: Client, settings: Settings, pool: asyncpg.Pool, **optio
             dossier.purge_dossier,
             mail.send_letter,
             mail.send_alert,
+            analysis.compute_annual_report,
+            analysis.store_annual_report,
+            analysis.mail_annual_report,
         ],
         **options,  # type: ignore[arg-type]
     )
@@ -88,6 +96,8 @@ async def run(settings: Settings) -> None:
     added = await register_search_attributes(client, settings.temporal_namespace)
     if added:
         log.info("registered search attributes: %s", ", ".join(added))
+    await ensure_annual_schedule(client, settings.task_queue)
+    log.info("schedule of the yearly analysis in place (15 January, 06:00 Europe/Amsterdam)")
     pool = await create_pool(settings)
     try:
         worker = build_worker(client, settings, pool)

@@ -6,3 +6,8 @@ UPDATE_DOSSIER = "update_dossier"
 PURGE_DOSSIER = "purge_dossier"
 SEND_LETTER = "send_letter"
 SEND_ALERT = "send_alert"
+
+# The yearly analysis (workflows/analysis.py, activities/analysis.py).
+COMPUTE_ANNUAL_REPORT = "compute_annual_report"
+STORE_ANNUAL_REPORT = "store_annual_report"
+MAIL_ANNUAL_REPORT = "mail_annual_report"

@@ -105,6 +105,26 @@ MIGRATIONS: tuple[str, ...] = (
         reason          text NOT NULL
     );
     """,
+    # 3: the yearly analysis: every run's report, kept (nothing replaced), and mailed once;
+    # the measures' before/after counts are index range scans on (product, received_at)
+    """
+    CREATE TABLE annual_reports (
+        id               bigserial PRIMARY KEY,
+        year             integer NOT NULL,
+        run_at           timestamptz NOT NULL,
+        report           jsonb NOT NULL,
+        monthly          jsonb NOT NULL,
+        requested_by     text,
+        workflow_id      text NOT NULL,
+        workflow_run_id  text NOT NULL UNIQUE,
+        message_id       text,
+        sent_at          timestamptz,
+        created_at       timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX annual_reports_year ON annual_reports (year, run_at);
+    CREATE INDEX complaints_product_received_at ON complaints (product, received_at);
+    CREATE INDEX measures_recorded_at ON measures (recorded_at);
+    """,
 )
 
 _LOCK_KEY = 0x4C55_434F  # "LUCO": one migrator at a time across workers

@@ -324,13 +324,15 @@ async def test_disagree_during_formal_goes_to_mediation(env, client, settings, w
 
     assert view.phase is Phase.MEDIATION and view.decision is None and view.outcome is None
     assert view.history[-1].action == "disagree" and view.history[-1].by == STAFF
+    planned = await wait_view(handle, lambda v: v.deadlines.mediator_by is not None, "the mediator deadline")
     await assert_search_attributes(handle, phase=Phase.MEDIATION, route="formal", product=PRODUCT,
-                                   outcome=None, next_deadline=None)
+                                   outcome=None, next_deadline=planned.deadlines.mediator_by)
     await wait_dossier(pool, handle, phase="mediation", mediated=True)
-    # The formal terms no longer run: no due-soon or default extension in mediation.
+    # The formal terms no longer run: no due-soon or default extension in mediation, only the
+    # mediation's own deadline (no mediator engaged within 10 working days).
     await advance(env, handle, timedelta(days=30))
     view = await assert_mail_matches_view(mail, handle, settings)
-    assert view.alerts == [] and view.extensions == 0
+    assert [a.kind for a in view.alerts] == [AlertKind.MEDIATION_STALLED] and view.extensions == 0
 
 
 # ------------------------------------------------------------ mail outage
