@@ -25,6 +25,7 @@ import asyncpg
 import holidays
 import pytest
 from temporalio.api.enums.v1 import EventType
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
@@ -101,6 +102,17 @@ async def start_informal(client: Client, settings: Settings, **overrides: Any) -
 
 async def start_formal(client: Client, settings: Settings, **overrides: Any) -> WorkflowHandle:
     return await start_complaint(client, settings, route="formal", channel="email", **overrides)
+
+
+async def workflow_exists(client: Client, complaint_id: str) -> bool:
+    """Whether Temporal knows a workflow with this id (so: whether a complaint was started)."""
+    try:
+        await client.get_workflow_handle(complaint_id).describe()
+        return True
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
 
 
 async def status(handle: WorkflowHandle) -> ComplaintView:

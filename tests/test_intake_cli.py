@@ -6,13 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
 
 from complaints.ids import complaint_id_for
 from complaints.models import ComplaintSubmission
 from tests.cli import cli_env, run_cli
 from tests.conftest import free_port
+from tests.lifecycle import workflow_exists as exists
 from tests.factories import complaint_json
 
 
@@ -26,14 +25,6 @@ def id_of(item: dict) -> str:
     return complaint_id_for(ComplaintSubmission.model_validate(item))
 
 
-async def exists(client: Client, complaint_id: str) -> bool:
-    try:
-        await client.get_workflow_handle(complaint_id).describe()
-        return True
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            return False
-        raise
 
 
 async def test_submit_prints_one_id_per_complaint_and_starts_each(client, cli, tmp_path: Path) -> None:

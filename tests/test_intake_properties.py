@@ -32,12 +32,11 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import Phase as HypothesisPhase
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
-from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
 
 from complaints.ids import complaint_id_for
 from complaints.models import ComplaintSubmission
 from starter import IntakeError, parse_complaints
+from tests.lifecycle import workflow_exists as exists
 from tests.cli import cli_env, run_cli
 
 # Hypothesis keeps caches (and, by default, examples) under .hypothesis/ in the working directory:
@@ -638,14 +637,6 @@ def invalid_batches(draw: st.DrawFn) -> tuple[bytes, list[dict[str, Any]]]:
     return draw(encoded(items)), valid
 
 
-async def exists(client: Client, complaint_id: str) -> bool:
-    try:
-        await client.get_workflow_handle(complaint_id).describe()
-        return True
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            return False
-        raise
 
 
 @pytest.fixture
