@@ -572,14 +572,15 @@ class ComplaintWorkflow:
     def _publish(self) -> None:
         """Keep the search attributes and the Web UI's current details in step with the state."""
         v = self._view
-        self._published = (v.phase, v.next_deadline, open_alerts(v))
+        alerts = open_alerts(v)
+        self._published = (v.phase, v.next_deadline, alerts)
         workflow.upsert_search_attributes([
             sa.PHASE.value_set(v.phase.value),
             sa.ROUTE.value_set("formal" if v.formal_received_at else "informal"),
             sa.PRODUCT.value_set(v.product),
             sa.OUTCOME.value_set(v.outcome.value) if v.outcome else sa.OUTCOME.value_unset(),
             sa.NEXT_DEADLINE.value_set(v.next_deadline) if v.next_deadline else sa.NEXT_DEADLINE.value_unset(),
-            sa.OPEN_ALERTS.value_set(open_alerts(v)) if open_alerts(v) else sa.OPEN_ALERTS.value_unset(),
+            sa.OPEN_ALERTS.value_set(alerts) if alerts else sa.OPEN_ALERTS.value_unset(),
         ])
         last = v.history[-1]
         details = [f"**Phase:** {v.phase.value}"]
