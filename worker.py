@@ -40,6 +40,10 @@ log = logging.getLogger("complaints.worker")
 # lazily, so without this every workflow run would re-import it inside the sandbox.
 PASSTHROUGH_MODULES = ("email_validator", "idna", "phonenumbers")
 
+#: Worker tuning, shared with the benchmark's bare-SDK baseline (bench/baseline.py); the
+#: measurements that chose these values are in BENCHMARKS.md.
+WORKER_OPTIONS: dict[str, object] = {}
+
 
 async def register_search_attributes(client: Client, namespace: str) -> list[str]:
     """Add the complaint search attributes the namespace lacks; returns the names added."""
@@ -87,7 +91,7 @@ def build_worker(client: Client, settings: Settings, pool: asyncpg.Pool, **optio
             analysis.store_annual_report,
             analysis.mail_annual_report,
         ],
-        **options,  # type: ignore[arg-type]
+        **{**WORKER_OPTIONS, **options},  # type: ignore[arg-type]
     )
 
 

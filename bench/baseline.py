@@ -1,0 +1,148 @@
+"""The bare-SDK baseline: the essential work of an intake, with nothing of the product around it.
+
+One workflow per complaint, plain dataclasses and the SDK's default converter (no
+pydantic, no encryption, no sandbox passthrough list, no search attributes), doing what
+an intake must: one INSERT into PostgreSQL and one SMTP send of a letter of the
+product's size, through the same activities as the product's intake (three activities
+that write to PostgreSQL, one that sends, one local activity that plans a date; see
+``INTAKE_ACTIVITIES``). Its worker takes the product's worker options, so the two differ
+only in what the product adds.
+
+    python -m bench.baseline worker   # env: TEMPORAL_ADDRESS, TEMPORAL_TASK_QUEUE, DATABASE_URL, SMTP_PORT
+    python -m bench.baseline start N PREFIX BODY_BYTES
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from email.message import EmailMessage
+
+from temporalio import activity, workflow
+from temporalio.client import Client
+from temporalio.common import RetryPolicy
+from temporalio.worker import Worker
+
+with workflow.unsafe.imports_passed_through():
+    import aiosmtplib
+    import asyncpg
+
+#: What the product's intake of a formal complaint runs (counted from its history by bench.intake):
+#: open_dossier, plan_deadline (local), send_letter, update_dossier twice (state, then the letter sent).
+INTAKE_ACTIVITIES = {"activities": 4, "local_activities": 1}
+
+TIMEOUT = timedelta(seconds=30)
+RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+
+
+@dataclass
+class Complaint:
+    id: str
+    name: str
+    email: str
+    product: str
+    body_bytes: int
+
+
+@dataclass
+class Letter:
+    complaint_id: str
+    email: str
+    body_bytes: int
+
+
+@workflow.defn(name="BaselineIntake")
+class BaselineIntake:
+    @workflow.run
+    async def run(self, c: Complaint) -> None:
+        await workflow.execute_activity("baseline_insert", c, start_to_close_timeout=TIMEOUT, retry_policy=RETRY)
+        await workflow.execute_local_activity("baseline_plan", workflow.now(), start_to_close_timeout=TIMEOUT)
+        letter = Letter(c.id, c.email, c.body_bytes)
+        await workflow.execute_activity("baseline_send", letter, start_to_close_timeout=TIMEOUT, retry_policy=RETRY)
+        for _ in range(INTAKE_ACTIVITIES["activities"] - 2):
+            await workflow.execute_activity("baseline_touch", c.id, start_to_close_timeout=TIMEOUT,
+                                            retry_policy=RETRY)
+
+
+class BaselineActivities:
+    def __init__(self, pool: asyncpg.Pool, smtp_host: str, smtp_port: int) -> None:
+        self._pool, self._host, self._port = pool, smtp_host, smtp_port
+
+    @activity.defn(name="baseline_insert")
+    async def insert(self, c: Complaint) -> None:
+        await self._pool.execute(
+            "INSERT INTO baseline_complaints (id, name, email, product) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT DO NOTHING", c.id, c.name, c.email, c.product)
+
+    @activity.defn(name="baseline_plan")
+    async def plan(self, received: datetime) -> datetime:
+        return received + timedelta(days=3)
+
+    @activity.defn(name="baseline_send")
+    async def send(self, letter: Letter) -> None:
+        msg = EmailMessage()
+        msg["From"] = "info@level-up.nl"
+        msg["To"] = letter.email
+        msg["Subject"] = "Ontvangstbevestiging"
+        msg["X-Complaint-Id"] = letter.complaint_id
+        msg["X-Letter-Kind"] = "acknowledgement"
+        msg.set_content("x" * letter.body_bytes)
+        await aiosmtplib.send(msg, hostname=self._host, port=self._port, timeout=20)
+
+    @activity.defn(name="baseline_touch")
+    async def touch(self, complaint_id: str) -> None:
+        await self._pool.execute("UPDATE baseline_complaints SET touched = touched + 1 WHERE id = $1",
+                                 complaint_id)
+
+
+async def run_worker() -> None:
+    from worker import WORKER_OPTIONS
+
+    client = await Client.connect(os.environ["TEMPORAL_ADDRESS"])
+    pool = await asyncpg.create_pool(os.environ["DATABASE_URL"], min_size=1, max_size=10)
+    await pool.execute("CREATE TABLE IF NOT EXISTS baseline_complaints (id text PRIMARY KEY, name text,"
+                       " email text, product text, touched int NOT NULL DEFAULT 0,"
+                       " created_at timestamptz NOT NULL DEFAULT now())")
+    acts = BaselineActivities(pool, "127.0.0.1", int(os.environ["SMTP_PORT"]))
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    async with Worker(client, task_queue=os.environ["TEMPORAL_TASK_QUEUE"], workflows=[BaselineIntake],
+                      activities=[acts.insert, acts.plan, acts.send, acts.touch], **WORKER_OPTIONS):
+        await stop.wait()
+    await pool.close()
+
+
+async def start(count: int, prefix: str, body_bytes: int, concurrency: int = 32) -> None:
+    """Start ``count`` intakes as the product's starter does: bounded concurrency, one process."""
+    client = await Client.connect(os.environ["TEMPORAL_ADDRESS"])
+    queue = os.environ["TEMPORAL_TASK_QUEUE"]
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> None:
+        c = Complaint(f"{prefix}-{i}", f"Klant {i}", f"klant{i}@example.nl", "Training", body_bytes)
+        async with gate:
+            await client.start_workflow(BaselineIntake.run, c, id=c.id, task_queue=queue)
+
+    await asyncio.gather(*(one(i) for i in range(count)))
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["worker"]:
+        asyncio.run(run_worker())
+    elif argv[:1] == ["start"] and len(argv) == 4:
+        asyncio.run(start(int(argv[1]), argv[2], int(argv[3])))
+    else:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    code = main(sys.argv[1:])
+    sys.stdout.flush()
+    os._exit(code)  # see starter/__main__.py: skip teardown of the client's Rust threads

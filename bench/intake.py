@@ -1,0 +1,358 @@
+"""``python -m bench.intake``: a burst of complaints, the product beside a bare-SDK baseline.
+
+On one fresh dev server (in-memory SQLite), one fresh embedded PostgreSQL and a real
+SMTP server on loopback:
+
+1. Burst intake: ``python -m starter submit`` with N formal complaints in one batch,
+   worked by one ``python worker.py``; measured until every acknowledgement letter has
+   been accepted by the SMTP server and every dossier row records it.
+2. The baseline (bench/baseline.py) on the same server: the same N, started by one
+   process with the starter's concurrency, worked by a minimal worker with the same
+   worker options. Runs alternate after a warm-up of each: A B A B A B.
+3. Latency at the measured throughput: complaints submitted one by one at a steady
+   rate below the burst's throughput, each timed from its submission to its letter.
+4. Staff actions on the loaded server: ``decide`` round trips one after the other, then
+   many at once; and one ``python admin.py decide`` process for what a user waits.
+
+Prints one JSON object and a table; exits 1 if a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import asyncpg
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
+
+warnings.filterwarnings("ignore", category=UserWarning, module="platformdirs.*")
+
+from bench.stack import REPO, DevServer, Mailbox, Process, child_env, free_port, percentile  # noqa: E402
+from complaints.codec import parse_keys  # noqa: E402
+from complaints.config import Settings  # noqa: E402
+from complaints.models import DecideInput, Outcome  # noqa: E402
+from complaints.temporal_client import data_converter  # noqa: E402
+from devstack.postgres import LocalPostgres  # noqa: E402
+from workflows.complaint import ComplaintWorkflow  # noqa: E402
+
+TARGET_THROUGHPUT_RATIO = 0.7
+TARGET_CPU_RATIO = 1.5
+TARGET_P99_SECONDS = 2.0
+
+
+def complaint(run: str, i: int) -> dict[str, object]:
+    """A formal complaint of the example's size, unique per run and number."""
+    example = json.loads((REPO / "examples" / "complaint.json").read_text())
+    example["reference"] = f"<bench-{run}-{i}@intake.example.nl>"
+    example["complainant"]["name"] = f"Klant {run} {i}"
+    example["complainant"]["email"] = f"klant{i}.{run}@example.nl"
+    example["submitted_on"] = datetime.now(timezone.utc).date().isoformat()
+    return example
+
+
+@dataclass
+class Burst:
+    kind: str  # product | baseline
+    count: int
+    seconds: float  # from launching the starter to the last acknowledgement letter
+    per_second: float
+    latency_p50: float
+    latency_p95: float
+    latency_p99: float
+    cpu_per_complaint_ms: float
+    peak_rss_mb: float
+    submit_seconds: float  # the starter process, launch to exit
+
+
+class Bench:
+    def __init__(self, count: int, workdir: Path) -> None:
+        self.count = count
+        self.workdir = workdir
+        self.keys = "bench:" + base64.b64encode(os.urandom(32)).decode()
+        self.server = DevServer()
+        self.postgres = LocalPostgres(workdir / "pg", free_port())
+        self.mailbox = Mailbox()
+        self.client: Client | None = None
+        self.product_client: Client | None = None
+        self.letter_bytes = 2000
+
+    async def __aenter__(self) -> Bench:
+        self.server.start()
+        self.postgres.start()
+        self.mailbox.start()
+        self.client = await Client.connect(self.server.address)
+        settings = Settings(temporal_address=self.server.address, encryption_keys=parse_keys(self.keys))
+        self.product_client = await Client.connect(self.server.address, data_converter=data_converter(settings))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.mailbox.stop()
+        self.postgres.stop()
+        self.server.stop()
+
+    def env(self, queue: str) -> dict[str, str]:
+        return child_env(TEMPORAL_ADDRESS=self.server.address, TEMPORAL_TASK_QUEUE=queue,
+                         DATABASE_URL=self.postgres.url, SMTP_HOST="127.0.0.1",
+                         SMTP_PORT=str(self.mailbox.port), COMPLAINTS_ENCRYPTION_KEYS=self.keys)
+
+    async def wait_for_poller(self, queue: str, worker: Process, timeout: float = 60) -> None:
+        assert self.client is not None
+        deadline = time.monotonic() + timeout
+        request = DescribeTaskQueueRequest(namespace="default", task_queue=TaskQueue(name=queue),
+                                           task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW)
+        while time.monotonic() < deadline:
+            if not worker.alive():
+                raise RuntimeError(f"the worker exited:\n{worker.errors()}")
+            if (await self.client.workflow_service.describe_task_queue(request)).pollers:
+                return
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"no worker polls {queue}")
+
+    def start_worker(self, kind: str, queue: str) -> Process:
+        argv = [sys.executable, "worker.py"] if kind == "product" else [sys.executable, "-m", "bench.baseline", "worker"]
+        return Process(argv, self.env(queue)).start()
+
+    async def acknowledged(self, kind: str, ids: set[str]) -> int:
+        """How many of ``ids`` are done: the letter recorded in the dossier (the worker is idle after)."""
+        conn = await asyncpg.connect(self.postgres.url)
+        try:
+            if kind == "product":
+                return await conn.fetchval(
+                    "SELECT count(*) FROM complaints WHERE complaint_id = ANY($1::text[])"
+                    " AND acknowledged_at IS NOT NULL AND state_version >= 2", list(ids))
+            return await conn.fetchval("SELECT count(*) FROM baseline_complaints WHERE id = ANY($1::text[])"
+                                       " AND touched >= 2", list(ids))
+        finally:
+            await conn.close()
+
+    async def start_times(self, queue: str) -> dict[str, float]:
+        assert self.client is not None
+        starts = {}
+        async for wf in self.client.list_workflows(f"TaskQueue = '{queue}'"):
+            starts[wf.id] = wf.start_time.timestamp()
+        return starts
+
+    async def burst(self, kind: str, run: str, keep_worker: bool = False) -> tuple[Burst, Process | None]:
+        queue = f"bench-{kind}-{run}"
+        worker = self.start_worker(kind, queue)
+        await self.wait_for_poller(queue, worker)
+        await asyncio.sleep(1.0)  # let the worker settle (schema, schedule, pollers)
+        first_mail = len(self.mailbox)
+        cpu_before = worker.cpu_seconds()
+        launched = time.time()
+        if kind == "product":
+            path = self.workdir / f"{run}.json"
+            path.write_text(json.dumps([complaint(run, i) for i in range(self.count)]))
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "starter", "submit", str(path), "--json", cwd=REPO, env=self.env(queue),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        else:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bench.baseline", "start", str(self.count), f"baseline-{run}",
+                str(self.letter_bytes), cwd=REPO, env=self.env(queue),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate()
+        submitted = time.time()
+        if proc.returncode != 0:
+            raise RuntimeError(f"{kind} starter failed: {err.decode()[-1000:]}")
+        ids = ({json.loads(line)["complaint_id"] for line in out.decode().splitlines()} if kind == "product"
+               else {f"baseline-{run}-{i}" for i in range(self.count)})
+        letters: dict[str, float] = {}
+        deadline = time.monotonic() + 300
+        while True:
+            for a in self.mailbox.since(first_mail):
+                if a.complaint_id in ids and a.kind == "acknowledgement":
+                    letters.setdefault(a.complaint_id, a.at)
+            if len(letters) == len(ids) and await self.acknowledged(kind, ids) == len(ids):
+                break
+            if time.monotonic() > deadline or not worker.alive():
+                raise RuntimeError(f"{kind} run {run}: {len(letters)}/{len(ids)} letters\n{worker.errors()}")
+            await asyncio.sleep(0.05)
+        cpu = worker.cpu_seconds() - cpu_before
+        if kind == "product":
+            self.letter_bytes = int(statistics.median(
+                a.size for a in self.mailbox.since(first_mail) if a.complaint_id in ids))
+        starts = await self.start_times(queue)
+        latencies = [letters[i] - starts[i] for i in ids]
+        last = max(letters.values())
+        result = Burst(kind=kind, count=len(ids), seconds=last - launched, per_second=len(ids) / (last - launched),
+                       latency_p50=percentile(latencies, 50), latency_p95=percentile(latencies, 95),
+                       latency_p99=percentile(latencies, 99), cpu_per_complaint_ms=1000 * cpu / len(ids),
+                       peak_rss_mb=worker.peak_rss_bytes() / 2**20, submit_seconds=submitted - launched)
+        if keep_worker:
+            return result, worker
+        worker.stop()
+        return result, None
+
+    async def paced(self, queue: str, rate: float, seconds: float) -> dict[str, float]:
+        """Submit at ``rate`` per second for ``seconds``; latency from each submission to its letter."""
+        from starter import submit_complaint, validate_complaints
+
+        assert self.product_client is not None
+        total = max(1, int(rate * seconds))
+        run = f"paced{int(time.time())}"
+        complaints = validate_complaints([complaint(run, i) for i in range(total)])
+        first_mail = len(self.mailbox)
+        submitted: dict[str, float] = {}
+        begin = time.monotonic()
+
+        async def one(i: int) -> None:
+            await asyncio.sleep(max(0.0, begin + i / rate - time.monotonic()))
+            at = time.time()
+            result = await submit_complaint(self.product_client, complaints[i], task_queue=queue)
+            submitted[result.complaint_id] = at
+
+        await asyncio.gather(*(one(i) for i in range(total)))
+        letters: dict[str, float] = {}
+        deadline = time.monotonic() + 120
+        while len(letters) < total and time.monotonic() < deadline:
+            for a in self.mailbox.since(first_mail):
+                if a.complaint_id in submitted and a.kind == "acknowledgement":
+                    letters.setdefault(a.complaint_id, a.at)
+            await asyncio.sleep(0.05)
+        latencies = [letters[c] - submitted[c] for c in letters]
+        return {"rate_per_second": round(rate, 1), "count": total, "received": len(letters),
+                "latency_p50": percentile(latencies, 50), "latency_p95": percentile(latencies, 95),
+                "latency_p99": percentile(latencies, 99)}
+
+    async def staff_actions(self, queue: str, sequential: int, concurrent: int) -> dict[str, float]:
+        """``decide`` on open complaints of the loaded server: one after another, then all at once."""
+        assert self.client is not None and self.product_client is not None
+        open_ids = [wf.id async for wf in self.client.list_workflows(
+            f"TaskQueue = '{queue}' AND ComplaintPhase = 'formal'")]
+        if len(open_ids) < sequential + concurrent + 1:
+            raise RuntimeError(f"only {len(open_ids)} open complaints for the staff actions")
+        action = DecideInput(by="bench", outcome=Outcome.UPHELD, motivation="Terecht; wij plannen opnieuw in.")
+
+        async def decide(cid: str) -> float:
+            began = time.perf_counter()
+            await self.product_client.get_workflow_handle(cid).execute_update(ComplaintWorkflow.decide, action)
+            return time.perf_counter() - began
+
+        one_by_one = [await decide(cid) for cid in open_ids[:sequential]]
+        began = time.perf_counter()
+        together = await asyncio.gather(*(decide(cid) for cid in open_ids[sequential:sequential + concurrent]))
+        elapsed = time.perf_counter() - began
+        cid = open_ids[sequential + concurrent]
+        began = time.perf_counter()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "admin.py", "decide", cid, "--outcome", "upheld", "--motivation", "Terecht.",
+            cwd=REPO, env=self.env(queue), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        _, err = await proc.communicate()
+        cli = time.perf_counter() - began
+        if proc.returncode != 0:
+            raise RuntimeError(f"admin.py decide failed: {err.decode()[-500:]}")
+        return {"open_complaints": len(open_ids),
+                "sequential_p50": percentile(one_by_one, 50), "sequential_p99": percentile(one_by_one, 99),
+                "concurrent": concurrent, "concurrent_per_second": concurrent / elapsed,
+                "concurrent_p99": percentile(list(together), 99), "admin_cli_seconds": cli}
+
+
+def _median(runs: list[Burst], field: str) -> float:
+    return statistics.median(getattr(r, field) for r in runs)
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, object]:
+    with tempfile.TemporaryDirectory(prefix="bench-intake-") as tmp:
+        async with Bench(args.count, Path(tmp)) as bench:
+            print(f"warm-up: product and baseline, {args.count} complaints each", file=sys.stderr)
+            await bench.burst("product", "warmup")
+            await bench.burst("baseline", "warmup")
+            runs: dict[str, list[Burst]] = {"product": [], "baseline": []}
+            product_worker: Process | None = None
+            for r in range(args.rounds):
+                for kind in ("product", "baseline"):
+                    last = kind == "product" and r == args.rounds - 1
+                    result, worker = await bench.burst(kind, f"r{r}", keep_worker=last)
+                    product_worker = worker or product_worker
+                    runs[kind].append(result)
+                    print(f"{kind} {r + 1}/{args.rounds}: {result.per_second:.1f}/s, "
+                          f"{result.cpu_per_complaint_ms:.1f} ms CPU per complaint", file=sys.stderr)
+            assert product_worker is not None
+            queue = f"bench-product-r{args.rounds - 1}"
+            product_rate = _median(runs["product"], "per_second")
+            print("paced submissions and staff actions", file=sys.stderr)
+            paced = await bench.paced(queue, rate=round(product_rate * 0.8, 1), seconds=args.paced_seconds)
+            staff = await bench.staff_actions(queue, sequential=args.sequential, concurrent=args.concurrent)
+            product_worker.stop()
+    p, b = runs["product"], runs["baseline"]
+    throughput_ratio = _median(p, "per_second") / _median(b, "per_second")
+    cpu_ratio = _median(p, "cpu_per_complaint_ms") / _median(b, "cpu_per_complaint_ms")
+    summary = {
+        "complaints_per_run": args.count, "rounds": args.rounds,
+        "product": {f: _median(p, f) for f in Burst.__dataclass_fields__ if f not in ("kind", "count")},
+        "baseline": {f: _median(b, f) for f in Burst.__dataclass_fields__ if f not in ("kind", "count")},
+        "runs": [r.__dict__ for r in p + b],
+        "throughput_ratio": throughput_ratio, "cpu_ratio": cpu_ratio,
+        "paced": paced, "staff_actions": staff,
+        "targets": {
+            "throughput_ratio>=0.7": throughput_ratio >= TARGET_THROUGHPUT_RATIO,
+            "cpu_ratio<=1.5": cpu_ratio <= TARGET_CPU_RATIO,
+            "paced_p99<2s": paced["latency_p99"] < TARGET_P99_SECONDS and paced["received"] == paced["count"],
+        },
+    }
+    return summary
+
+
+def table(s: dict) -> str:
+    p, b = s["product"], s["baseline"]
+    rows = [
+        ("burst throughput (complaints/s)", f"{p['per_second']:.1f}", f"{b['per_second']:.1f}",
+         f"{s['throughput_ratio']:.2f}"),
+        ("worker CPU per complaint (ms)", f"{p['cpu_per_complaint_ms']:.1f}", f"{b['cpu_per_complaint_ms']:.1f}",
+         f"{s['cpu_ratio']:.2f}"),
+        ("burst latency p50/p99 (s)", f"{p['latency_p50']:.2f}/{p['latency_p99']:.2f}",
+         f"{b['latency_p50']:.2f}/{b['latency_p99']:.2f}", ""),
+        ("worker peak RSS (MB)", f"{p['peak_rss_mb']:.0f}", f"{b['peak_rss_mb']:.0f}", ""),
+        ("starter process (s)", f"{p['submit_seconds']:.2f}", f"{b['submit_seconds']:.2f}", ""),
+    ]
+    lines = [f"{'median of ' + str(s['rounds']) + ' runs, ' + str(s['complaints_per_run']) + ' complaints':34}"
+             f" {'product':>12} {'baseline':>12} {'ratio':>6}"]
+    lines += [f"{a:34} {b_:>12} {c:>12} {d:>6}" for a, b_, c, d in rows]
+    q, st = s["paced"], s["staff_actions"]
+    lines.append(f"paced at {q['rate_per_second']}/s: submit-to-letter p50 {q['latency_p50']:.2f} s, "
+                 f"p95 {q['latency_p95']:.2f} s, p99 {q['latency_p99']:.2f} s ({q['received']}/{q['count']})")
+    lines.append(f"decide round trip ({st['open_complaints']} open): p50 {1000 * st['sequential_p50']:.0f} ms, "
+                 f"p99 {1000 * st['sequential_p99']:.0f} ms; {st['concurrent']} at once: "
+                 f"{st['concurrent_per_second']:.0f}/s (p99 {st['concurrent_p99']:.2f} s); "
+                 f"admin.py decide process {st['admin_cli_seconds']:.2f} s")
+    lines.append("targets: " + ", ".join(f"{k} {'PASS' if v else 'FAIL'}" for k, v in s["targets"].items()))
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.intake", description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=500, help="complaints per burst (default 500)")
+    parser.add_argument("--rounds", type=int, default=3, help="product/baseline pairs after the warm-up")
+    parser.add_argument("--paced-seconds", type=float, default=15.0)
+    parser.add_argument("--sequential", type=int, default=100, help="decide round trips one by one")
+    parser.add_argument("--concurrent", type=int, default=200, help="decides at once")
+    parser.add_argument("--output", type=Path, help="also write the JSON summary here")
+    args = parser.parse_args()
+    summary = asyncio.run(main_async(args))
+    text = json.dumps(summary, indent=2, default=str)
+    print(text)
+    if args.output:
+        args.output.write_text(text + "\n")
+    print(table(summary))
+    return 0 if all(summary["targets"].values()) else 1
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    os._exit(code)
