@@ -1,0 +1,62 @@
+#!/bin/sh
+# One-shot job (service temporal-namespace, image temporalio/admin-tools): waits until the
+# Temporal server answers, then makes sure the namespace exists with the configured retention
+# and carries the complaint search attributes. Idempotent: runs on every `docker compose up`.
+#
+# Retention: closed workflow runs (which held personal data) are deleted this long after they
+# close; 720h (30 days) is what `make run` sets (devstack/stack.py NAMESPACE_RETENTION).
+# The search attributes are those of complaints/search_attributes.py (the worker also adds any
+# that are missing at start; registering them here first gives the server time to load them
+# before the first complaint arrives). tests/test_deployment.py keeps the two lists equal.
+set -eu
+
+: "${TEMPORAL_ADDRESS:?}" "${TEMPORAL_NAMESPACE:=default}" "${TEMPORAL_NAMESPACE_RETENTION:=720h}"
+t() { temporal --address "$TEMPORAL_ADDRESS" --command-timeout 10s "$@"; }
+
+tries=0
+until t operator cluster health >/dev/null 2>&1; do
+    tries=$((tries + 1))
+    if [ "$tries" -ge 60 ]; then
+        echo "temporal-namespace: the server at $TEMPORAL_ADDRESS is not serving after 60 tries" >&2
+        exit 1
+    fi
+    sleep 2
+done
+
+if t operator namespace describe --namespace "$TEMPORAL_NAMESPACE" >/dev/null 2>&1; then
+    t operator namespace update --namespace "$TEMPORAL_NAMESPACE" --retention "$TEMPORAL_NAMESPACE_RETENTION"
+    echo "temporal-namespace: $TEMPORAL_NAMESPACE exists; retention set to $TEMPORAL_NAMESPACE_RETENTION"
+else
+    t operator namespace create --namespace "$TEMPORAL_NAMESPACE" --retention "$TEMPORAL_NAMESPACE_RETENTION" \
+        --description "Level Up complaints"
+    echo "temporal-namespace: created $TEMPORAL_NAMESPACE with retention $TEMPORAL_NAMESPACE_RETENTION"
+fi
+
+# A new namespace reaches the frontend's namespace cache within seconds; wait for it.
+tries=0
+until existing=$(t operator search-attribute list --namespace "$TEMPORAL_NAMESPACE" 2>/dev/null); do
+    tries=$((tries + 1))
+    if [ "$tries" -ge 30 ]; then
+        echo "temporal-namespace: namespace $TEMPORAL_NAMESPACE is not usable after 30 tries" >&2
+        exit 1
+    fi
+    sleep 2
+done
+
+# NAME:TYPE, the types of temporal operator search-attribute create.
+for attribute in \
+    ComplaintPhase:Keyword \
+    ComplaintRoute:Keyword \
+    ComplaintProduct:Keyword \
+    ComplaintOutcome:Keyword \
+    ComplaintNextDeadline:Datetime \
+    ComplaintOpenAlerts:KeywordList
+do
+    name=${attribute%%:*}
+    if printf '%s\n' "$existing" | grep -qw "$name"; then
+        continue
+    fi
+    t operator search-attribute create --namespace "$TEMPORAL_NAMESPACE" --name "$name" --type "${attribute#*:}"
+    echo "temporal-namespace: added search attribute $name"
+done
+echo "temporal-namespace: done"
