@@ -56,6 +56,7 @@ from complaints.models import (
     VerdictInput,
     WithdrawInput,
 )
+from complaints.observability import flush_traces
 from complaints.report_format import render_text
 from complaints.temporal_client import connect
 from workflows.analysis import AnnualAnalysisWorkflow
@@ -457,6 +458,7 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     code = main()
+    flush_traces()  # os._exit below skips the span exporter's own flush
     # Skip interpreter teardown: the Temporal client's Rust threads can crash a short-lived
     # process while Python finalizes (SIGABRT/SIGSEGV after the output; temporalio/sdk-python#300).
     try:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
+import py_compile
 import signal
 import sys
 
@@ -29,8 +31,12 @@ from activities.schema import apply_migrations
 from complaints import search_attributes
 from complaints.calendar import WorkingDayCalendar
 from complaints.config import ConfigError, Settings, load_settings
+from complaints.observability import build_runtime, configure_logging
 from complaints.schedule import ensure_annual_schedule
 from complaints.temporal_client import connect, data_converter
+import workflows
+import workflows.analysis
+import workflows.complaint
 from workflows.analysis import AnnualAnalysisWorkflow
 from workflows.complaint import ComplaintWorkflow
 
@@ -40,9 +46,18 @@ log = logging.getLogger("complaints.worker")
 # lazily, so without this every workflow run would re-import it inside the sandbox.
 PASSTHROUGH_MODULES = ("email_validator", "idna", "phonenumbers")
 
-#: Worker tuning, shared with the benchmark's bare-SDK baseline (bench/baseline.py); the
-#: measurements that chose these values are in BENCHMARKS.md.
-WORKER_OPTIONS: dict[str, object] = {}
+
+
+def worker_options(settings: Settings) -> dict[str, int]:
+    """The Worker's tuning (WORKER_* variables), shared with the benchmark's bare-SDK baseline
+    (bench/baseline.py); BENCHMARKS.md has the measurements that chose the defaults."""
+    return {
+        "max_cached_workflows": settings.worker_max_cached_workflows,
+        "max_concurrent_workflow_tasks": settings.worker_max_concurrent_workflow_tasks,
+        "max_concurrent_activities": settings.worker_max_concurrent_activities,
+        "max_concurrent_workflow_task_polls": settings.worker_workflow_pollers,
+        "max_concurrent_activity_task_polls": settings.worker_activity_pollers,
+    }
 
 
 async def register_search_attributes(client: Client, namespace: str) -> list[str]:
@@ -58,10 +73,26 @@ async def register_search_attributes(client: Client, namespace: str) -> list[str
 
 
 async def create_pool(settings: Settings) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=10)
+    pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=settings.database_pool_size)
     async with pool.acquire() as conn:
         await apply_migrations(conn)
     return pool
+
+
+def compile_workflow_modules() -> None:
+    """Write the workflow modules' bytecode next to their source.
+
+    The sandbox imports a workflow's module afresh for every workflow it runs (every new
+    complaint, and every cache miss). Without bytecode on disk (PYTHONDONTWRITEBYTECODE, or a
+    tree never compiled) each of those imports compiles the source again: a fifth of the
+    worker's CPU in a burst of complaints (BENCHMARKS.md). Best effort: a read-only tree is
+    left as it is (the Docker image compiles at build time).
+    """
+    for module in (workflows, workflows.complaint, workflows.analysis):
+        if module.__file__ and module.__file__.endswith(".py"):
+            with contextlib.suppress(OSError, py_compile.PyCompileError):
+                py_compile.compile(module.__file__, cfile=importlib.util.cache_from_source(module.__file__),
+                                   doraise=True)
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
@@ -91,17 +122,21 @@ def build_worker(client: Client, settings: Settings, pool: asyncpg.Pool, **optio
             analysis.store_annual_report,
             analysis.mail_annual_report,
         ],
-        **{**WORKER_OPTIONS, **options},  # type: ignore[arg-type]
+        **{**worker_options(settings), **options},  # type: ignore[arg-type]
     )
 
 
 async def run(settings: Settings) -> None:
-    client = await connect(settings)
+    # The worker's own runtime: its Prometheus endpoint (METRICS_PORT) and the SDK core's log lines.
+    client = await connect(settings, runtime=build_runtime(settings))
+    if settings.metrics_port is not None:
+        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
     added = await register_search_attributes(client, settings.temporal_namespace)
     if added:
         log.info("registered search attributes: %s", ", ".join(added))
     await ensure_annual_schedule(client, settings.task_queue)
     log.info("schedule of the yearly analysis in place (15 January, 06:00 Europe/Amsterdam)")
+    compile_workflow_modules()
     pool = await create_pool(settings)
     try:
         worker = build_worker(client, settings, pool)
@@ -119,15 +154,18 @@ async def run(settings: Settings) -> None:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings()
         data_converter(settings)  # fail fast, with one line, when no encryption key is configured
     except ConfigError as err:
         print(f"worker: {err}", file=sys.stderr)
         return 2
+    configure_logging(settings)
     try:
         asyncio.run(run(settings))
+    except ConfigError as err:  # the metrics port is taken, a TLS file went away
+        print(f"worker: {err}", file=sys.stderr)
+        return 2
     except (OSError, RuntimeError, asyncpg.PostgresError) as err:
         print(f"worker: cannot run: {err}", file=sys.stderr)
         return 1

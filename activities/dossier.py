@@ -44,7 +44,7 @@ class DossierActivities:
     @activity.defn(name=OPEN_DOSSIER)
     async def open_dossier(self, input: OpenDossierInput) -> None:
         s, c = input.submission, input.submission.complainant
-        await self._pool.execute(
+        status = await self._pool.execute(
             """
             INSERT INTO complaints (complaint_id, channel, route, role, product, submitted_on,
                 received_at, phase, complainant_name, complainant_organisation, complainant_email,
@@ -56,13 +56,15 @@ class DossierActivities:
             s.submitted_on, s.received_at, s.route.value, c.name, c.organisation, str(c.email),
             c.phone, s.reference, s.description, s.motivation,
         )
+        if _count(status):
+            activity.logger.info("dossier opened", extra={"route": s.route.value})
 
     @activity.defn(name=UPDATE_DOSSIER)
     async def update_dossier(self, facts: DossierFacts) -> None:
         """Write the workflow's state; an older version never overwrites a newer one."""
         v, d = facts.view, facts.view.deadlines
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(
+            status = await conn.execute(
                 """
                 UPDATE complaints SET
                     formal_received_at = $2, phase = $3, outcome = $4, calendar = $5,
@@ -110,6 +112,8 @@ class DossierActivities:
                 """,
                 [(v.complaint_id, i, m.at, m.by, v.product, m.text) for i, m in enumerate(v.measures, 1)],
             )
+        if _count(status):  # not when a newer state was already written
+            activity.logger.info("dossier written", extra={"version": facts.version, "phase": v.phase.value})
 
     @activity.defn(name=PURGE_DOSSIER)
     async def purge_dossier(self, input: PurgeDossierInput) -> PurgeResult:
@@ -151,6 +155,9 @@ class DossierActivities:
                 "INSERT INTO erasures (complaint_id, erased_at, fields, letters_erased, notes_erased, reason)"
                 " VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
                 cid, erased_at, [c for c in PERSONAL_COLUMNS if held[c]], letters, notes, ERASURE_REASON)
+        activity.logger.info("personal data erased from the dossier",
+                             extra={"fields_erased": len(record["fields"]), "letters_erased": letters,
+                                    "notes_erased": notes})
         return _erasure(record)
 
 

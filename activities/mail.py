@@ -25,10 +25,20 @@ from temporalio.exceptions import ApplicationError
 
 from activities.letters import LetterTemplates, Rendered, render_alert
 from activities.names import SEND_ALERT, SEND_LETTER
+from complaints import metrics
 from complaints.config import Settings
 from complaints.models import AlertSent, LetterSent, SendAlertInput, SendLetterInput
 
 UNDELIVERABLE = "LetterUndeliverable"
+
+
+class MailRefused(ApplicationError):
+    """The mail server refused a message for good (5xx): not retried. ``code`` is the SMTP code;
+    the server's reply text is dropped, since it can echo the recipient's address."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message, type=UNDELIVERABLE, non_retryable=True)
+        self.code = code
 
 
 def message_id(complaint_id: str, kind: str, sequence: int, domain: str) -> str:
@@ -82,13 +92,11 @@ class SmtpSender:
         except aiosmtplib.SMTPRecipientsRefused as err:
             codes = [r.code for r in err.recipients]
             if codes and all(500 <= c < 600 for c in codes):
-                raise ApplicationError(f"recipient refused by the mail server ({codes[0]})",
-                                       type=UNDELIVERABLE, non_retryable=True) from None
+                raise MailRefused(f"recipient refused by the mail server ({codes[0]})", codes[0]) from None
             raise
         except aiosmtplib.SMTPResponseException as err:
             if 500 <= err.code < 600 and not isinstance(err, aiosmtplib.SMTPServerDisconnected):
-                raise ApplicationError(f"mail server refused the message ({err.code})",
-                                       type=UNDELIVERABLE, non_retryable=True) from None
+                raise MailRefused(f"mail server refused the message ({err.code})", err.code) from None
             raise
 
 
@@ -137,19 +145,21 @@ class MailActivities:
                 letter.complaint_id, letter.kind.value, letter.sequence,
             )
             if row["status"] == "sent":
-                activity.logger.info("letter %s already sent; not sending again", msg_id)
+                activity.logger.info("letter already sent; not sending again",
+                                     extra={"kind": letter.kind.value, "sequence": letter.sequence,
+                                            "message_id": msg_id})
                 return LetterSent(message_id=msg_id, sent_at=row["sent_at"], to=row["recipient"] or to)
             msg = self._sender.compose(
                 to=to, to_name=letter.recipient.name, rendered=rendered, msg_id=msg_id,
                 headers={"X-Complaint-Id": letter.complaint_id, "X-Letter-Kind": letter.kind.value},
             )
-            refused: ApplicationError | None = None
+            refused: MailRefused | None = None
             sent_at = _sent_by_earlier_attempt()
             if sent_at is None:
                 try:
                     await self._sender.send(msg)
                     sent_at = _remember_sent()
-                except ApplicationError as err:
+                except MailRefused as err:
                     refused, sent_at = err, datetime.now(timezone.utc)
             await conn.execute(
                 "UPDATE letters SET status = $4, sent_at = $5, error = $6"
@@ -158,9 +168,13 @@ class MailActivities:
                 "failed" if refused else "sent", None if refused else sent_at,
                 refused.message if refused else None,
             )
+        fields = {"kind": letter.kind.value, "sequence": letter.sequence, "message_id": msg_id}
         if refused is not None:
             # Permanent: recorded as failed above; the workflow alerts the director.
+            activity.logger.warning("letter refused by the mail server", extra={**fields, "smtp_code": refused.code})
             raise refused
+        metrics.count(activity.metric_meter(), metrics.LETTERS_SENT, kind=letter.kind.value)
+        activity.logger.info("letter sent", extra=fields)
         return LetterSent(message_id=msg_id, sent_at=sent_at, to=to)
 
     @activity.defn(name=SEND_ALERT)
@@ -195,4 +209,6 @@ class MailActivities:
                 "UPDATE alerts SET sent_at = $4 WHERE complaint_id = $1 AND kind = $2 AND sequence = $3",
                 alert.complaint_id, alert.kind.value, alert.sequence, sent_at,
             )
+        activity.logger.info("alert sent to the director",
+                             extra={"kind": alert.kind.value, "sequence": alert.sequence, "message_id": msg_id})
         return AlertSent(message_id=msg_id, sent_at=sent_at)

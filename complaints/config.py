@@ -1,7 +1,9 @@
 """All configuration, read from the environment in one place.
 
-The worker, the starter and the admin CLI all call :func:`load_settings`; later
-concerns (encryption keys, TLS, metrics) add their fields here.
+The worker, the starter and the admin CLI all call :func:`load_settings`. Nothing
+here is read or checked later: a missing file, a cert without its key or a bad port
+is refused at start with a :class:`ConfigError` naming the variable (never quoting
+a file's contents or a secret).
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ DEV_POSTGRES_PORT = 55432
 DEV_DATABASE_URL = f"postgresql://postgres@127.0.0.1:{DEV_POSTGRES_PORT}/complaints"
 
 SmtpTls = Literal["none", "starttls", "tls"]
+LogFormat = Literal["text", "json"]
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+DEFAULT_OTEL_SERVICE_NAME = "level-up-complaints"
 
 
 class ConfigError(ValueError):
@@ -50,6 +55,33 @@ class Settings:
     codec_port: int = 8081
     codec_ui_origin: str = "http://localhost:8233"
     codec_token: str | None = field(default=None, repr=False)
+    #: Temporal cluster connection (complaints/temporal_client.py): TLS on or off, PEM files for
+    #: mTLS and the server's CA, the name to verify the server certificate against, and an API key
+    #: (Temporal Cloud), which is sent as a bearer token and so implies TLS.
+    temporal_tls: bool = False
+    temporal_tls_cert: Path | None = None
+    temporal_tls_key: Path | None = None
+    temporal_tls_ca: Path | None = None
+    temporal_tls_server_name: str | None = None
+    temporal_api_key: str | None = field(default=None, repr=False)
+    #: Logs (complaints/observability.py): one line per record, readable text or JSON.
+    log_format: LogFormat = "text"
+    log_level: str = "INFO"
+    #: The worker's Prometheus endpoint, ``http://METRICS_HOST:METRICS_PORT/metrics``; off when unset.
+    metrics_port: int | None = None
+    metrics_host: str = "0.0.0.0"
+    #: OpenTelemetry tracing over OTLP/HTTP; off when no endpoint is set.
+    otlp_endpoint: str | None = None
+    otel_service_name: str = DEFAULT_OTEL_SERVICE_NAME
+    #: Worker tuning (worker.py ``worker_options``); the measurements behind the defaults are in
+    #: BENCHMARKS.md. Cached workflows cost memory (~0.3 MB each), a miss costs a replay.
+    worker_max_cached_workflows: int = 1000
+    worker_max_concurrent_workflow_tasks: int = 100
+    worker_max_concurrent_activities: int = 100
+    worker_workflow_pollers: int = 5
+    worker_activity_pollers: int = 5
+    #: Connections each worker keeps to the dossier database (asyncpg pool maximum).
+    database_pool_size: int = 10
 
 
 def _closure_days(raw: str) -> tuple[date, ...]:
@@ -93,6 +125,114 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
     return port
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool | None:
+    """An on/off variable; None when unset."""
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return None
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(f"{name}: {raw!r} must be on or off (true/false, 1/0, yes/no)")
+
+
+def _pem_file(env: Mapping[str, str], name: str) -> Path | None:
+    """A readable PEM file named by ``name``; its contents are never put in a message."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    path = Path(raw)
+    try:
+        head = path.read_bytes()[:4096]
+    except FileNotFoundError:
+        raise ConfigError(f"{name}: {raw} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{name}: {raw} is a directory, not a PEM file") from None
+    except OSError as err:
+        raise ConfigError(f"{name}: {raw} cannot be read ({err.strerror or type(err).__name__})") from None
+    if b"-----BEGIN " not in head:
+        raise ConfigError(f"{name}: {raw} is not a PEM file (no -----BEGIN line)")
+    return path
+
+
+def _temporal_tls(env: Mapping[str, str]) -> dict[str, object]:
+    cert, key = _pem_file(env, "TEMPORAL_TLS_CERT"), _pem_file(env, "TEMPORAL_TLS_KEY")
+    if cert and not key:
+        raise ConfigError("TEMPORAL_TLS_KEY: not set, but TEMPORAL_TLS_CERT is (mTLS needs both)")
+    if key and not cert:
+        raise ConfigError("TEMPORAL_TLS_CERT: not set, but TEMPORAL_TLS_KEY is (mTLS needs both)")
+    ca = _pem_file(env, "TEMPORAL_TLS_CA")
+    server_name = env.get("TEMPORAL_TLS_SERVER_NAME", "").strip() or None
+    api_key = env.get("TEMPORAL_API_KEY", "").strip() or None
+    explicit = _flag(env, "TEMPORAL_TLS")
+    if explicit is False:
+        given = [n for n, v in [("TEMPORAL_TLS_CERT", cert), ("TEMPORAL_TLS_CA", ca),
+                                ("TEMPORAL_TLS_SERVER_NAME", server_name)] if v]
+        if given:
+            raise ConfigError(f"TEMPORAL_TLS: off, but {given[0]} is set (remove one of the two)")
+    # TLS when asked for, or when anything TLS-only is configured; an API key implies it too
+    # (it is a bearer token), unless TLS is switched off explicitly (e.g. a local TLS proxy).
+    tls = explicit if explicit is not None else bool(cert or ca or server_name or api_key)
+    return dict(temporal_tls=tls, temporal_tls_cert=cert, temporal_tls_key=key, temporal_tls_ca=ca,
+                temporal_tls_server_name=server_name, temporal_api_key=api_key)
+
+
+def _observability(env: Mapping[str, str]) -> dict[str, object]:
+    log_format = env.get("LOG_FORMAT", "").strip().lower() or "text"
+    if log_format not in ("text", "json"):
+        raise ConfigError(f"LOG_FORMAT: {log_format!r} must be text or json")
+    log_level = env.get("LOG_LEVEL", "").strip().upper() or "INFO"
+    if log_level == "WARN":
+        log_level = "WARNING"
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(f"LOG_LEVEL: {log_level!r} must be one of {', '.join(LOG_LEVELS)}")
+    metrics_port = _port(env, "METRICS_PORT", 0) if env.get("METRICS_PORT", "").strip() else None
+    endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or None
+    if endpoint is not None:
+        if not endpoint.startswith(("http://", "https://")):
+            raise ConfigError(f"OTEL_EXPORTER_OTLP_ENDPOINT: {endpoint!r} must start with http:// or https://")
+        protocol = env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "").strip() or "http/protobuf"
+        if protocol != "http/protobuf":
+            raise ConfigError(f"OTEL_EXPORTER_OTLP_PROTOCOL: {protocol!r} is not supported; "
+                              "the worker exports http/protobuf (the collector's port 4318)")
+    return dict(log_format=log_format, log_level=log_level, metrics_port=metrics_port,
+                metrics_host=env.get("METRICS_HOST", "").strip() or "0.0.0.0",
+                otlp_endpoint=endpoint,
+                otel_service_name=env.get("OTEL_SERVICE_NAME", "").strip() or DEFAULT_OTEL_SERVICE_NAME)
+
+
+#: Worker tuning variables, their Settings field, and the smallest sensible value.
+_TUNING = {
+    "WORKER_MAX_CACHED_WORKFLOWS": ("worker_max_cached_workflows", 0),
+    "WORKER_MAX_CONCURRENT_WORKFLOW_TASKS": ("worker_max_concurrent_workflow_tasks", 2),
+    "WORKER_MAX_CONCURRENT_ACTIVITIES": ("worker_max_concurrent_activities", 1),
+    "WORKER_WORKFLOW_POLLERS": ("worker_workflow_pollers", 2),
+    "WORKER_ACTIVITY_POLLERS": ("worker_activity_pollers", 1),
+    "DATABASE_POOL_SIZE": ("database_pool_size", 1),
+}
+
+
+def _tuning(env: Mapping[str, str]) -> dict[str, int]:
+    values = {}
+    for name, (field_name, least) in _TUNING.items():
+        raw = env.get(name, "").strip()
+        if not raw:
+            continue
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name}: {raw!r} is not a whole number") from None
+        if value < least:
+            raise ConfigError(f"{name}: {value} is too small (at least {least})")
+        values[field_name] = value
+    return values
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build the settings from ``env`` (default: the process environment)."""
     env = os.environ if env is None else env
@@ -122,4 +262,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         codec_port=_port(env, "CODEC_SERVER_PORT", 8081),
         codec_ui_origin=get("CODEC_UI_ORIGIN", "http://localhost:8233").rstrip("/"),
         codec_token=env.get("CODEC_SERVER_TOKEN") or None,
+        **_temporal_tls(env),  # type: ignore[arg-type]
+        **_observability(env),  # type: ignore[arg-type]
+        **_tuning(env),  # type: ignore[arg-type]
     )

@@ -13,6 +13,7 @@ import os
 import sys
 
 from complaints.config import ConfigError, load_settings
+from complaints.observability import flush_traces
 from complaints.temporal_client import connect
 from starter import IntakeError, parse_complaints, submit_complaints
 
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     code = main()
+    flush_traces()  # os._exit below skips the span exporter's own flush
     # Skip interpreter teardown: the Temporal client's Rust threads can crash a short-lived
     # process while Python finalizes (SIGABRT/SIGSEGV after the output; temporalio/sdk-python#300).
     try:

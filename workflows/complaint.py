@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         SEND_LETTER,
         UPDATE_DOSSIER,
     )
+    from complaints import metrics
     from complaints import search_attributes as sa
     from complaints.calendar import end_of_day, local_date
     from complaints.models import (
@@ -153,6 +154,9 @@ class ComplaintWorkflow:
     @workflow.run
     async def run(self, input: ComplaintWorkflowInput) -> ComplaintResult:
         if input.retained is None:
+            route = self._view.route.value
+            workflow.logger.info("complaint received", extra={"route": route})
+            self._count(metrics.OPENED, route=route)
             await self._dossier_activity(
                 OPEN_DOSSIER,
                 OpenDossierInput(complaint_id=self._view.complaint_id, submission=input.submission),
@@ -173,6 +177,7 @@ class ComplaintWorkflow:
         while self._view.phase in OPEN_PHASES:
             self._publish()
             phase = self._view.phase
+            workflow.logger.info("phase %s", phase.value, extra={"phase": phase.value})
             if phase is Phase.INFORMAL:
                 await self._informal_phase()
             elif phase is Phase.FORMAL:
@@ -282,6 +287,9 @@ class ComplaintWorkflow:
         Letters, alerts and dossier writes are finished first, so nothing is lost on the way.
         """
         self._publish()
+        outcome = self._view.outcome.value if self._view.outcome else None
+        workflow.logger.info("closed; kept in the dossier for a year",
+                             extra={"phase": Phase.CLOSED.value, "outcome": outcome})
         await workflow.wait_condition(lambda: workflow.all_handlers_finished() and self._idle())
         workflow.continue_as_new(ComplaintWorkflowInput(retained=RetainedComplaint(
             view=anonymous(self._view), dossier_version=self._version)))
@@ -303,6 +311,7 @@ class ComplaintWorkflow:
         self._view.next_deadline = self._view.next_deadline_for = None  # nothing is due any more
         self._record("purged", "system", "personal data erased after the retention year")
         self._publish()
+        workflow.logger.info("personal data erased; the complaint is complete", extra={"phase": Phase.PURGED.value})
         return ComplaintResult(complaint_id=self._view.complaint_id, outcome=self._view.outcome,
                                closed_at=self._view.closed_at, purged_at=purged.purged_at)
 
@@ -352,6 +361,8 @@ class ComplaintWorkflow:
         within = d.resolve_by is None or now <= d.resolve_by
         self._view.decision = Decision(outcome=action.outcome, motivation=action.motivation,
                                        at=now, within_term=within)
+        if within and not self._alerted(AlertKind.RESOLUTION_OVERDUE):
+            self._deadline(metrics.RESOLUTION, metrics.MET)
         self._view.outcome = action.outcome
         self._record("decide", action.by, f"{action.outcome.value}: {action.motivation}")
         self._letter(LetterKind.DECISION, outcome=action.outcome, motivation=action.motivation)
@@ -412,6 +423,9 @@ class ComplaintWorkflow:
 
     @workflow.update
     def consequences_picked_up(self, action: ConsequencesPickedUpInput) -> ComplaintView:
+        by = self._view.deadlines.consequences_by
+        if by is not None and workflow.now() <= by and not self._alerted(AlertKind.CONSEQUENCES_OVERDUE):
+            self._deadline(metrics.CONSEQUENCES, metrics.MET)
         self._record("consequences-picked-up", action.by, action.note)
         self._close(Outcome.MEDIATED)
         return self._snapshot()
@@ -607,6 +621,11 @@ class ComplaintWorkflow:
 
     def _alert(self, kind: AlertKind, deadline: datetime | None = None) -> None:
         sequence = 1 + sum(1 for a in self._view.alerts if a.kind is kind)
+        workflow.logger.info("alert raised", extra={"kind": kind.value, "sequence": sequence})
+        self._count(metrics.ALERTS, kind=kind.value)
+        missed = _MISSED_BY_ALERT.get(kind)
+        if missed is not None and sequence == 1:  # a second resolution-overdue is the same miss
+            self._deadline(missed, metrics.MISSED)
         self._view.alerts.append(AlertRecord(kind=kind, at=workflow.now(), sequence=sequence, deadline=deadline))
         self._record(f"alert {kind.value}", "system")
         self._mail.append(SendAlertInput(
@@ -646,6 +665,9 @@ class ComplaintWorkflow:
         self._view.letters.append(record)
         if letter.kind is LetterKind.ACKNOWLEDGEMENT and self._view.acknowledged_at is None:
             self._view.acknowledged_at = sent.sent_at
+            by = self._view.deadlines.acknowledge_by
+            if by is not None and sent.sent_at <= by and not self._alerted(AlertKind.ACKNOWLEDGEMENT_OVERDUE):
+                self._deadline(metrics.ACKNOWLEDGEMENT, metrics.MET)
         self._changed()
 
     async def _send_alert(self, alert: SendAlertInput) -> None:
@@ -693,6 +715,24 @@ class ComplaintWorkflow:
 
     def _snapshot(self) -> ComplaintView:
         return self._view.model_copy(deep=True)
+
+    # ================================================================ metrics
+
+    def _count(self, name: str, **attributes: str) -> None:
+        """Count in the product metrics (nothing is counted while replaying; nothing enters history)."""
+        metrics.count(workflow.metric_meter(), name, **attributes)
+
+    def _deadline(self, which: str, result: str) -> None:
+        workflow.logger.info("deadline %s %s", which, result, extra={"deadline": which, "result": result})
+        metrics.deadline(workflow.metric_meter(), which, result)
+
+
+#: The alerts that mean a deadline of the procedure was missed (complaints/metrics.py).
+_MISSED_BY_ALERT = {
+    AlertKind.ACKNOWLEDGEMENT_OVERDUE: metrics.ACKNOWLEDGEMENT,
+    AlertKind.RESOLUTION_OVERDUE: metrics.RESOLUTION,
+    AlertKind.CONSEQUENCES_OVERDUE: metrics.CONSEQUENCES,
+}
 
 
 def _reason(err: ActivityError) -> str:

@@ -1,0 +1,46 @@
+"""The product's metrics, emitted through the Temporal SDK's meter.
+
+Workflow code counts through ``workflow.metric_meter()``, which records nothing while
+a workflow replays (and adds nothing to its history); activities count through
+``activity.metric_meter()``. With ``METRICS_PORT`` set, the worker's runtime serves
+them on its Prometheus endpoint next to the SDK's own ``temporal_*`` metrics
+(complaints/observability.py); without it the meter is a no-op.
+
+Labels carry kinds and results only, never a complaint id or anything personal.
+"""
+
+from __future__ import annotations
+
+from temporalio.common import MetricMeter
+
+#: Complaints received, by the route they came in on (``route``: formal | informal).
+OPENED = "complaints_opened"
+#: Letters the mail server took, by ``kind`` (acknowledgement, decision, ...).
+LETTERS_SENT = "complaint_letters_sent"
+#: Alerts raised to the General Director, by ``kind`` (acknowledgement-overdue, ...).
+ALERTS = "complaint_alerts"
+#: The procedure's deadlines, by ``deadline`` (acknowledgement | resolution | consequences)
+#: and ``result`` (met | missed); each complaint counts at most once per deadline.
+DEADLINES = "complaint_deadlines"
+
+_DESCRIPTIONS = {
+    OPENED: "Complaints received, by route",
+    LETTERS_SENT: "Letters to complainants the mail server took, by kind",
+    ALERTS: "Alerts raised to the General Director, by kind",
+    DEADLINES: "Procedure deadlines met or missed, by deadline",
+}
+
+ACKNOWLEDGEMENT = "acknowledgement"
+RESOLUTION = "resolution"
+CONSEQUENCES = "consequences"
+MET = "met"
+MISSED = "missed"
+
+
+def count(meter: MetricMeter, name: str, **attributes: str) -> None:
+    """Add one to the counter ``name`` with the given labels."""
+    meter.create_counter(name, _DESCRIPTIONS[name]).add(1, attributes)
+
+
+def deadline(meter: MetricMeter, which: str, result: str) -> None:
+    count(meter, DEADLINES, deadline=which, result=result)
