@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 
 from temporalio import activity, workflow
@@ -100,10 +100,12 @@ class BaselineActivities:
 
 
 async def run_worker() -> None:
-    from worker import WORKER_OPTIONS
+    from complaints.config import load_settings
+    from worker import worker_options
 
+    settings = load_settings()  # the same WORKER_* tuning and pool size as the product's worker
     client = await Client.connect(os.environ["TEMPORAL_ADDRESS"])
-    pool = await asyncpg.create_pool(os.environ["DATABASE_URL"], min_size=1, max_size=10)
+    pool = await asyncpg.create_pool(os.environ["DATABASE_URL"], min_size=1, max_size=settings.database_pool_size)
     await pool.execute("CREATE TABLE IF NOT EXISTS baseline_complaints (id text PRIMARY KEY, name text,"
                        " email text, product text, touched int NOT NULL DEFAULT 0,"
                        " created_at timestamptz NOT NULL DEFAULT now())")
@@ -112,7 +114,7 @@ async def run_worker() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     async with Worker(client, task_queue=os.environ["TEMPORAL_TASK_QUEUE"], workflows=[BaselineIntake],
-                      activities=[acts.insert, acts.plan, acts.send, acts.touch], **WORKER_OPTIONS):
+                      activities=[acts.insert, acts.plan, acts.send, acts.touch], **worker_options(settings)):
         await stop.wait()
     await pool.close()
 

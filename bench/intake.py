@@ -24,7 +24,9 @@ import asyncio
 import base64
 import json
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import asyncpg
+import psutil
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -52,6 +55,7 @@ from workflows.complaint import ComplaintWorkflow  # noqa: E402
 TARGET_THROUGHPUT_RATIO = 0.7
 TARGET_CPU_RATIO = 1.5
 TARGET_P99_SECONDS = 2.0
+WARM_UP = 100  # complaints per warm-up run: the server's first workflows, imports, caches
 
 
 def complaint(run: str, i: int) -> dict[str, object]:
@@ -76,11 +80,14 @@ class Burst:
     cpu_per_complaint_ms: float
     peak_rss_mb: float
     submit_seconds: float  # the starter process, launch to exit
+    server_cpu_per_complaint_ms: float  # the Temporal dev server
+    machine_busy: float  # share of all the machine's cores busy during the burst (0..1)
 
 
 class Bench:
-    def __init__(self, count: int, workdir: Path) -> None:
+    def __init__(self, count: int, workdir: Path, profile: Path | None = None) -> None:
         self.count = count
+        self.profile = profile
         self.workdir = workdir
         self.keys = "bench:" + base64.b64encode(os.urandom(32)).decode()
         self.server = DevServer()
@@ -89,6 +96,7 @@ class Bench:
         self.client: Client | None = None
         self.product_client: Client | None = None
         self.letter_bytes = 2000
+        self.worker_env: dict[str, str] = {}  # WORKER_* tuning for the workers (bench.tuning)
 
     async def __aenter__(self) -> Bench:
         self.server.start()
@@ -107,7 +115,8 @@ class Bench:
     def env(self, queue: str) -> dict[str, str]:
         return child_env(TEMPORAL_ADDRESS=self.server.address, TEMPORAL_TASK_QUEUE=queue,
                          DATABASE_URL=self.postgres.url, SMTP_HOST="127.0.0.1",
-                         SMTP_PORT=str(self.mailbox.port), COMPLAINTS_ENCRYPTION_KEYS=self.keys)
+                         SMTP_PORT=str(self.mailbox.port), COMPLAINTS_ENCRYPTION_KEYS=self.keys,
+                         **self.worker_env)
 
     async def wait_for_poller(self, queue: str, worker: Process, timeout: float = 60) -> None:
         assert self.client is not None
@@ -146,23 +155,29 @@ class Bench:
             starts[wf.id] = wf.start_time.timestamp()
         return starts
 
-    async def burst(self, kind: str, run: str, keep_worker: bool = False) -> tuple[Burst, Process | None]:
+    async def burst(self, kind: str, run: str, keep_worker: bool = False,
+                    count: int | None = None) -> tuple[Burst, Process | None]:
+        count = count or self.count
         queue = f"bench-{kind}-{run}"
         worker = self.start_worker(kind, queue)
         await self.wait_for_poller(queue, worker)
         await asyncio.sleep(1.0)  # let the worker settle (schema, schedule, pollers)
         first_mail = len(self.mailbox)
         cpu_before = worker.cpu_seconds()
+        server = psutil.Process(self.server.pid)
+        server_before = sum(server.cpu_times()[:2])
+        machine_before = psutil.cpu_times()
+        profiler = self._profile(worker, f"{kind}-{run}")
         launched = time.time()
         if kind == "product":
             path = self.workdir / f"{run}.json"
-            path.write_text(json.dumps([complaint(run, i) for i in range(self.count)]))
+            path.write_text(json.dumps([complaint(run, i) for i in range(count)]))
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "starter", "submit", str(path), "--json", cwd=REPO, env=self.env(queue),
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         else:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bench.baseline", "start", str(self.count), f"baseline-{run}",
+                sys.executable, "-m", "bench.baseline", "start", str(count), f"baseline-{run}",
                 str(self.letter_bytes), cwd=REPO, env=self.env(queue),
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await proc.communicate()
@@ -170,7 +185,7 @@ class Bench:
         if proc.returncode != 0:
             raise RuntimeError(f"{kind} starter failed: {err.decode()[-1000:]}")
         ids = ({json.loads(line)["complaint_id"] for line in out.decode().splitlines()} if kind == "product"
-               else {f"baseline-{run}-{i}" for i in range(self.count)})
+               else {f"baseline-{run}-{i}" for i in range(count)})
         letters: dict[str, float] = {}
         deadline = time.monotonic() + 300
         while True:
@@ -183,6 +198,14 @@ class Bench:
                 raise RuntimeError(f"{kind} run {run}: {len(letters)}/{len(ids)} letters\n{worker.errors()}")
             await asyncio.sleep(0.05)
         cpu = worker.cpu_seconds() - cpu_before
+        server_cpu = sum(server.cpu_times()[:2]) - server_before
+        machine = psutil.cpu_times()
+        busy = sum(machine) - machine.idle - machine.iowait - (sum(machine_before) - machine_before.idle
+                                                              - machine_before.iowait)
+        machine_busy = busy / (sum(machine) - sum(machine_before))
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait()
         if kind == "product":
             self.letter_bytes = int(statistics.median(
                 a.size for a in self.mailbox.since(first_mail) if a.complaint_id in ids))
@@ -192,11 +215,24 @@ class Bench:
         result = Burst(kind=kind, count=len(ids), seconds=last - launched, per_second=len(ids) / (last - launched),
                        latency_p50=percentile(latencies, 50), latency_p95=percentile(latencies, 95),
                        latency_p99=percentile(latencies, 99), cpu_per_complaint_ms=1000 * cpu / len(ids),
-                       peak_rss_mb=worker.peak_rss_bytes() / 2**20, submit_seconds=submitted - launched)
+                       peak_rss_mb=worker.peak_rss_bytes() / 2**20, submit_seconds=submitted - launched,
+                       server_cpu_per_complaint_ms=1000 * server_cpu / len(ids), machine_busy=machine_busy)
         if keep_worker:
             return result, worker
         worker.stop()
         return result, None
+
+    def _profile(self, worker: Process, name: str) -> subprocess.Popen[bytes] | None:
+        """py-spy on the worker for the burst (``--profile DIR``): collapsed stacks, for flame graphs."""
+        if self.profile is None:
+            return None
+        self.profile.mkdir(parents=True, exist_ok=True)
+        spy = Path(sys.executable).parent / "py-spy"
+        if not spy.exists():
+            raise RuntimeError("--profile needs py-spy: .venv/bin/pip install py-spy")
+        return subprocess.Popen([str(spy), "record", "--nonblocking", "--format", "raw", "--rate", "200",
+                                 "-o", str(self.profile / f"{name}.txt"), "-p", str(worker.pid)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     async def paced(self, queue: str, rate: float, seconds: float) -> dict[str, float]:
         """Submit at ``rate`` per second for ``seconds``; latency from each submission to its letter."""
@@ -268,10 +304,10 @@ def _median(runs: list[Burst], field: str) -> float:
 
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="bench-intake-") as tmp:
-        async with Bench(args.count, Path(tmp)) as bench:
-            print(f"warm-up: product and baseline, {args.count} complaints each", file=sys.stderr)
-            await bench.burst("product", "warmup")
-            await bench.burst("baseline", "warmup")
+        async with Bench(args.count, Path(tmp), args.profile) as bench:
+            print(f"warm-up: product and baseline, {WARM_UP} complaints each", file=sys.stderr)
+            await bench.burst("product", "warmup", count=WARM_UP)
+            await bench.burst("baseline", "warmup", count=WARM_UP)
             runs: dict[str, list[Burst]] = {"product": [], "baseline": []}
             product_worker: Process | None = None
             for r in range(args.rounds):
@@ -317,6 +353,9 @@ def table(s: dict) -> str:
          f"{s['cpu_ratio']:.2f}"),
         ("burst latency p50/p99 (s)", f"{p['latency_p50']:.2f}/{p['latency_p99']:.2f}",
          f"{b['latency_p50']:.2f}/{b['latency_p99']:.2f}", ""),
+        ("server CPU per complaint (ms)", f"{p['server_cpu_per_complaint_ms']:.1f}",
+         f"{b['server_cpu_per_complaint_ms']:.1f}", ""),
+        ("machine busy (share of all cores)", f"{p['machine_busy']:.0%}", f"{b['machine_busy']:.0%}", ""),
         ("worker peak RSS (MB)", f"{p['peak_rss_mb']:.0f}", f"{b['peak_rss_mb']:.0f}", ""),
         ("starter process (s)", f"{p['submit_seconds']:.2f}", f"{b['submit_seconds']:.2f}", ""),
     ]
@@ -342,6 +381,8 @@ def main() -> int:
     parser.add_argument("--sequential", type=int, default=100, help="decide round trips one by one")
     parser.add_argument("--concurrent", type=int, default=200, help="decides at once")
     parser.add_argument("--output", type=Path, help="also write the JSON summary here")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="record each burst's worker with py-spy into DIR (collapsed stacks)")
     args = parser.parse_args()
     summary = asyncio.run(main_async(args))
     text = json.dumps(summary, indent=2, default=str)
