@@ -17,11 +17,23 @@ Access:
   other ``Origin`` is refused with 403. Requests without ``Origin`` (not from a browser,
   e.g. ``temporal workflow show --codec-endpoint``) pass this check.
 - Bearer token: when ``CODEC_SERVER_TOKEN`` is set, every /encode and /decode request must
-  carry ``Authorization: Bearer <token>`` (compared in constant time), else 401.
-  **Production sets CODEC_SERVER_TOKEN.** A static token is the simple form (the CLI sends it
-  with ``--codec-auth "Bearer <token>"``); with an OIDC-enabled Web UI, ``codec.passAccessToken``
+  carry ``Authorization: Bearer <token>`` (compared in constant time) or a login session
+  cookie (below), else 401. **Production sets CODEC_SERVER_TOKEN.** The CLI sends the token
+  with ``--codec-auth "Bearer <token>"``; with an OIDC-enabled Web UI, ``codec.passAccessToken``
   sends the signed-in user's access token instead, which an authenticating proxy in front of
   this server verifies.
+- Login session, for the Web UI (which cannot send a fixed bearer token, only cookies with
+  ``codec.includeCredentials``, ``TEMPORAL_CODEC_INCLUDE_CREDENTIALS=true``): ``GET /login``
+  is a form asking for the token; ``POST /login`` with the right token sets the cookie
+  ``codec_session`` (HttpOnly, SameSite=Strict, Path=/, 12 h; Secure behind https), and
+  ``GET``/``POST /logout`` ends it. The cookie holds a random session id, never the token:
+  the server keeps only SHA-256 digests of the ids with their expiry, in memory, so logging
+  out revokes a session and a restart (or a new token, which means a restart) ends them all.
+  The cookie counts only on requests whose ``Origin`` is the UI origin: browsers share cookies
+  between all ports of a host, so another page on ``localhost`` gets the cookie sent along but
+  is refused by the origin check. ``POST /login`` itself must come from this server's own
+  origin (``Origin`` and ``Sec-Fetch-Site``, when present), so no other page can submit it.
+  Without a token none of this exists: /login is unknown, as before.
 - Without a token (``make run``: bound to 127.0.0.1 only) the origin check alone applies.
   The server refuses to listen on a non-loopback address without a token.
 
@@ -33,13 +45,17 @@ Run: ``python -m complaints.codec_server`` (exit 2 on a configuration error).
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import html
 import ipaddress
 import json
-import logging
 import os
 import re
+import secrets
 import sys
+import time
+from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -48,14 +64,64 @@ from temporalio.api.common.v1 import Payload, Payloads
 
 from complaints.codec import ENCODING, KEY_ID_FIELD, EncryptionCodec, KeyConfigError
 from complaints.config import DEV_KEYS_FILE, ConfigError, Settings, load_settings
+from complaints.observability import configure_logging
 
 #: Large enough for a batch of Temporal's largest payloads (2 MB each by default).
 MAX_BODY = 16 * 1024 * 1024
 ALLOWED_HEADERS = "content-type, x-namespace, authorization"
 _BASE64 = re.compile(r"^[A-Za-z0-9+/_-]*={0,2}$")
 
+#: The login session cookie, how long it lasts, and how many sessions are kept at most.
+SESSION_COOKIE = "codec_session"
+SESSION_TTL = 12 * 3600
+MAX_SESSIONS = 1000
+_SESSION_PAGES = ("login", "logout")
+
+
+class Sessions:
+    """Logged-in browsers: random session ids with their expiry, in this process's memory only.
+
+    Only SHA-256 digests of the ids are kept, so a lookup reveals nothing by its timing and a
+    memory dump holds no usable cookie. At most ``limit`` sessions: a new login beyond that
+    drops the oldest (only holders of the token can log in at all).
+    """
+
+    def __init__(self, ttl: float = SESSION_TTL, limit: int = MAX_SESSIONS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl, self.limit, self.clock = ttl, limit, clock
+        self._expiry: dict[str, float] = {}
+
+    @staticmethod
+    def _digest(session: str) -> str:
+        return hashlib.sha256(session.encode("utf-8", "surrogateescape")).hexdigest()
+
+    def start(self) -> str:
+        now = self.clock()
+        self._expiry = {key: until for key, until in self._expiry.items() if until > now}
+        while len(self._expiry) >= self.limit:
+            del self._expiry[next(iter(self._expiry))]
+        session = secrets.token_urlsafe(32)
+        self._expiry[self._digest(session)] = now + self.ttl
+        return session
+
+    def valid(self, session: str | None) -> bool:
+        if not session:
+            return False
+        key = self._digest(session)
+        until = self._expiry.get(key)
+        if until is not None and until <= self.clock():
+            del self._expiry[key]
+            return False
+        return until is not None
+
+    def end(self, session: str | None) -> None:
+        if session:
+            self._expiry.pop(self._digest(session), None)
+
+
 _CODEC = web.AppKey("codec", EncryptionCodec)
 _SETTINGS = web.AppKey("settings", Settings)
+SESSIONS = web.AppKey("sessions", Sessions)
 
 
 class BadRequest(Exception):
@@ -63,16 +129,25 @@ class BadRequest(Exception):
 
 
 def _cors_headers(origin: str) -> dict[str, str]:
-    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+    # Credentials (the session cookie) for the one allowed origin only, never with "*".
+    return {"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Credentials": "true",
+            "Vary": "Origin"}
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
+def _operation(request: web.Request) -> str:
+    return request.path.rstrip("/").rsplit("/", 1)[-1]
+
+
 @web.middleware
 async def _access(request: web.Request, handler: Handler) -> web.StreamResponse:
     settings = request.app[_SETTINGS]
+    if settings.codec_token is not None and request.method in ("GET", "POST") \
+            and _operation(request) in _SESSION_PAGES:
+        return await handler(request)  # this server's own pages: same-origin checks of their own
     origin = request.headers.get("Origin")
     if origin is not None and origin.rstrip("/") != settings.codec_ui_origin:
         return _error(403, "origin not allowed")
@@ -83,8 +158,11 @@ async def _access(request: web.Request, handler: Handler) -> web.StreamResponse:
             "Access-Control-Allow-Headers": ALLOWED_HEADERS, "Access-Control-Max-Age": "600"})
     if settings.codec_token is not None:
         given = request.headers.get("Authorization", "").encode()
-        if not hmac.compare_digest(given, f"Bearer {settings.codec_token}".encode()):
-            return _error(401, "missing or wrong bearer token",
+        bearer = hmac.compare_digest(given, f"Bearer {settings.codec_token}".encode())
+        # The cookie only from the UI origin (origin is that or None here): see the module doc.
+        session = origin is not None and request.app[SESSIONS].valid(request.cookies.get(SESSION_COOKIE))
+        if not (bearer or session):
+            return _error(401, "missing or wrong bearer token, and no login session (see /login)",
                           headers={**cors, "WWW-Authenticate": 'Bearer realm="codec"'})
     try:
         response = await handler(request)
@@ -93,6 +171,122 @@ async def _access(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise
     response.headers.update(cors)
     return response
+
+
+# --- the login pages (only with a token) --------------------------------------------------------
+
+_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+                               "frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+_LOGIN_FORM = (
+    '<form method="post" action="login">'
+    '<label>Codec server token (CODEC_SERVER_TOKEN)<br>'
+    '<input type="password" name="token" autocomplete="current-password" required autofocus></label> '
+    '<button type="submit">Log in</button></form>')
+_LOGOUT_FORM = '<form method="post" action="logout"><button type="submit">Log out</button></form>'
+
+
+def _page(status: int, title: str, body: str) -> web.Response:
+    text = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+            '<style>body{font-family:sans-serif;max-width:36em;margin:3em auto;padding:0 1em}'
+            'input{width:100%;margin:.5em 0}</style></head>'
+            f'<body><h1>{title}</h1>{body}</body></html>')
+    return web.Response(status=status, text=text, content_type="text/html", headers=_PAGE_HEADERS)
+
+
+def _ui_link(request: web.Request) -> str:
+    ui = html.escape(request.app[_SETTINGS].codec_ui_origin)
+    return f'<a href="{ui}">{ui}</a>'
+
+
+def _over_https(request: web.Request) -> bool:
+    """Whether the browser reached this server over https (directly, or through a TLS proxy)."""
+    proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    return request.secure or proto == "https"
+
+
+def _secure_cookie(request: web.Request) -> bool:
+    # An https UI can only call an https codec endpoint (mixed content), so that counts too.
+    return _over_https(request) or request.app[_SETTINGS].codec_ui_origin.startswith("https://")
+
+
+def _own_origins(request: web.Request) -> set[str]:
+    scheme = "https" if _over_https(request) else "http"
+    hosts = {request.headers.get("Host", ""),
+             request.headers.get("X-Forwarded-Host", "").split(",")[0].strip()}
+    return {f"{scheme}://{host}".lower() for host in hosts if host}
+
+
+def _cross_site_form(request: web.Request) -> bool:
+    """A login form submitted by another page (login CSRF): browsers send Origin and Sec-Fetch-Site,
+    which no page can forge; a client without them (curl) is no browser to be tricked."""
+    origin = request.headers.get("Origin")
+    if origin is not None and origin.rstrip("/").lower() not in _own_origins(request):
+        return True
+    return request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none")
+
+
+async def _login_page(request: web.Request) -> web.Response:
+    if request.app[SESSIONS].valid(request.cookies.get(SESSION_COOKIE)):
+        return _page(200, "Codec server: logged in",
+                     f"<p>This browser is logged in. The Web UI at {_ui_link(request)} "
+                     f"shows decoded payloads.</p>{_LOGOUT_FORM}")
+    return _page(200, "Codec server: log in",
+                 "<p>Log in once so that the Temporal Web UI at "
+                 f"{_ui_link(request)} can decode payloads in this browser "
+                 f"(for {SESSION_TTL // 3600} hours).</p>{_LOGIN_FORM}")
+
+
+async def _login(request: web.Request) -> web.Response:
+    if _cross_site_form(request):
+        return _page(403, "Codec server: refused",
+                     "<p>The login form must be submitted from this server's own login page.</p>")
+    try:
+        form = await request.post()
+    except ValueError:
+        form = {}
+    token = form.get("token")
+    given = token.encode("utf-8", "surrogateescape") if isinstance(token, str) else b""
+    token_bytes = request.app[_SETTINGS].codec_token.encode()  # type: ignore[union-attr]
+    if not hmac.compare_digest(given, token_bytes):
+        return _page(401, "Codec server: wrong token",
+                     f"<p>That is not the codec server's token.</p>{_LOGIN_FORM}")
+    response = _page(200, "Codec server: logged in",
+                     f"<p>Logged in for {SESSION_TTL // 3600} hours. You can close this tab and go back "
+                     f"to the Web UI at {_ui_link(request)}.</p>{_LOGOUT_FORM}")
+    response.set_cookie(SESSION_COOKIE, request.app[SESSIONS].start(), max_age=SESSION_TTL, path="/",
+                        httponly=True, samesite="Strict", secure=_secure_cookie(request) or None)
+    return response
+
+
+async def _logout(request: web.Request) -> web.Response:
+    request.app[SESSIONS].end(request.cookies.get(SESSION_COOKIE))
+    response = _page(200, "Codec server: logged out",
+                     '<p>This browser is logged out.</p><p><a href="login">Log in again</a></p>')
+    response.set_cookie(SESSION_COOKIE, "", max_age=0, path="/", httponly=True, samesite="Strict",
+                        secure=_secure_cookie(request) or None)
+    return response
+
+
+async def _post(request: web.Request) -> web.Response:
+    operation = _operation(request)
+    if request.app[_SETTINGS].codec_token is not None and operation in _SESSION_PAGES:
+        return await (_login if operation == "login" else _logout)(request)
+    return await _codec(request)
+
+
+async def _get(request: web.Request) -> web.Response:
+    operation = _operation(request)
+    if operation == "login":
+        return await _login_page(request)
+    if operation == "logout":
+        return await _logout(request)
+    raise web.HTTPMethodNotAllowed("GET", ["POST", "OPTIONS"])
 
 
 async def _read_payloads(request: web.Request) -> Payloads:
@@ -117,7 +311,7 @@ def _reply(payloads: list[Payload]) -> web.Response:
 
 
 async def _codec(request: web.Request) -> web.Response:
-    operation = request.path.rstrip("/").rsplit("/", 1)[-1]
+    operation = _operation(request)
     if operation not in ("encode", "decode"):
         raise web.HTTPNotFound()
     codec = request.app[_CODEC]
@@ -146,8 +340,11 @@ def build_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[_access], client_max_size=MAX_BODY)
     app[_CODEC] = EncryptionCodec(settings.encryption_keys)
     app[_SETTINGS] = settings
-    app.router.add_route("POST", "/{tail:.*}", _codec)  # .../encode and .../decode
+    app[SESSIONS] = Sessions()
+    app.router.add_route("POST", "/{tail:.*}", _post)  # .../encode, .../decode (and .../login, .../logout)
     app.router.add_route("OPTIONS", "/{tail:.*}", _codec)  # preflight, answered by the middleware
+    if settings.codec_token is not None:
+        app.router.add_route("GET", "/{tail:.*}", _get)  # .../login, .../logout
     return app
 
 
@@ -173,11 +370,12 @@ def main() -> int:
     except (ConfigError, KeyConfigError) as err:
         print(f"codec server: {err}", file=sys.stderr)
         return 2
-    print(f"codec server: http://{host}:{settings.codec_port} for {settings.codec_ui_origin} "
-          f"({'bearer token required' if settings.codec_token else 'no token: origin check only'})",
+    access = ("bearer token or a /login session required" if settings.codec_token
+              else "no token: origin check only")
+    print(f"codec server: http://{host}:{settings.codec_port} for {settings.codec_ui_origin} ({access})",
           flush=True)
     # The access log names method, path and status only: never a payload.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)  # LOG_FORMAT / LOG_LEVEL, as the worker
     try:
         web.run_app(app, host=host, port=settings.codec_port, print=None)
     except OSError as err:

@@ -1,21 +1,24 @@
-"""The codec server over real HTTP: the remote codec protocol, CORS, the bearer token, key rotation."""
+"""The codec server over real HTTP: the remote codec protocol, CORS, the bearer token, the login
+session for the Web UI, key rotation."""
 
 from __future__ import annotations
 
 import base64
 import json
 import os
+import time
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import AsyncIterator
 
 import pytest
+from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 
 from complaints.codec import ENCODING, KEY_ID_FIELD, EncryptionCodec, new_key_entry, parse_keys
-from complaints.codec_server import build_app
+from complaints.codec_server import SESSION_COOKIE, SESSION_TTL, SESSIONS, Sessions, build_app
 from complaints.config import Settings
 from tests.cli import REPO, run_cli
 
@@ -107,6 +110,9 @@ async def test_a_preflight_from_the_ui_origin_is_allowed() -> None:
         assert "POST" in resp.headers["Access-Control-Allow-Methods"]
         allowed = {h.strip().lower() for h in resp.headers["Access-Control-Allow-Headers"].split(",")}
         assert {"content-type", "x-namespace", "authorization"} <= allowed
+        # The UI with includeCredentials sends the session cookie: allowed for this origin only.
+        assert resp.headers["Access-Control-Allow-Credentials"] == "true"
+        assert resp.headers["Vary"] == "Origin"
 
 
 async def test_without_a_token_configured_the_ui_origin_needs_none() -> None:
@@ -115,6 +121,177 @@ async def test_without_a_token_configured_the_ui_origin_needs_none() -> None:
         assert resp.status == 200
         resp = await client.post("/encode", data=body(*PLAIN), headers={"Origin": "http://evil.example"})
         assert resp.status == 403
+        # No login pages without a token: as before, GET is not served and /login is no operation.
+        assert (await client.get("/login")).status == 405
+        assert (await client.post("/login", data={"token": "x"})).status == 404
+
+
+# --- the login session (the Web UI cannot send a bearer token, only cookies) -----------------
+
+def own_origin(client: TestClient) -> str:
+    return f"http://{client.host}:{client.port}"
+
+
+async def log_in(client: TestClient, token: str = TOKEN, **headers: str) -> ClientResponse:
+    """POST the login form as a browser does from the login page. The client's cookie jar is
+    emptied again, so every request below sends exactly the cookie it names."""
+    resp = await client.post("/login", data={"token": token},
+                             headers={"Origin": own_origin(client), "Sec-Fetch-Site": "same-origin", **headers})
+    await resp.read()
+    client.session.cookie_jar.clear()
+    return resp
+
+
+def session_of(resp: ClientResponse) -> str:
+    return resp.cookies[SESSION_COOKIE].value
+
+
+def with_cookie(value: str, origin: str | None = UI) -> dict[str, str]:
+    return {"Cookie": f"{SESSION_COOKIE}={value}", "X-Namespace": "default",
+            **({"Origin": origin} if origin else {})}
+
+
+async def test_the_login_page_is_a_self_contained_form() -> None:
+    async with codec_client() as client:
+        resp = await client.get("/login")
+        assert resp.status == 200 and resp.content_type == "text/html"
+        page = await resp.text()
+        assert '<form method="post" action="login">' in page and 'name="token"' in page
+        assert "<script" not in page and "src=" not in page and "<link" not in page
+        assert "form-action 'self'" in resp.headers["Content-Security-Policy"]
+        assert resp.headers["Cache-Control"] == "no-store" and resp.headers["X-Frame-Options"] == "DENY"
+        assert "Set-Cookie" not in resp.headers
+
+
+async def test_login_sets_a_strict_httponly_cookie_that_is_not_the_token() -> None:
+    async with codec_client() as client:
+        resp = await log_in(client)
+        assert resp.status == 200
+        assert UI in await resp.text()
+        [header] = resp.headers.getall("Set-Cookie")
+        assert TOKEN not in header
+        morsel = resp.cookies[SESSION_COOKIE]
+        assert morsel.value and morsel.value != TOKEN and len(morsel.value) >= 40
+        assert morsel["httponly"] is True and morsel["samesite"] == "Strict" and morsel["path"] == "/"
+        assert morsel["max-age"] == str(SESSION_TTL) == str(12 * 3600)
+        assert not morsel["secure"]  # plain http to localhost: no Secure attribute
+        # A second login is a second, different session.
+        assert session_of(await log_in(client)) != morsel.value
+
+
+async def test_the_session_cookie_decodes_for_the_ui_origin_with_credentials() -> None:
+    sealed = [EncryptionCodec(SETTINGS.encryption_keys).encrypt(p) for p in PLAIN]
+    async with codec_client() as client:
+        cookie = with_cookie(session_of(await log_in(client)))
+        resp = await client.post("/decode", data=body(*sealed), headers=cookie)
+        assert resp.status == 200, await resp.text()
+        assert parse(await resp.text()) == PLAIN
+        assert resp.headers["Access-Control-Allow-Origin"] == UI
+        assert resp.headers["Access-Control-Allow-Credentials"] == "true"
+        assert (await client.post("/default/encode", data=body(*PLAIN), headers=cookie)).status == 200
+        # The login page now says so.
+        page = await client.get("/login", headers={"Cookie": cookie["Cookie"]})
+        assert "is logged in" in await page.text()
+
+
+async def test_a_wrong_token_is_a_401_page_without_a_cookie() -> None:
+    async with codec_client() as client:
+        for wrong in (f"{TOKEN}x", TOKEN[:-1], "", f"Bearer {TOKEN}", "ëé"):
+            resp = await log_in(client, wrong)
+            assert resp.status == 401, wrong
+            assert "Set-Cookie" not in resp.headers, wrong
+            assert TOKEN not in await resp.text()
+        for data in ({"other": TOKEN}, TOKEN):  # no token field; not a form at all
+            resp = await client.post("/login", data=data, headers={"Origin": own_origin(client)})
+            assert resp.status == 401 and "Set-Cookie" not in resp.headers
+
+
+async def test_a_forged_or_expired_cookie_is_refused() -> None:
+    async with codec_client() as client:
+        for forged in (TOKEN, "", "x" * 43, Sessions().start()):  # the last: a session of another server
+            resp = await client.post("/decode", data=body(*PLAIN), headers=with_cookie(forged))
+            assert resp.status == 401, forged
+            assert resp.headers["Access-Control-Allow-Credentials"] == "true"  # the UI may read the 401
+        session = session_of(await log_in(client))
+        assert (await client.post("/decode", data=body(*PLAIN), headers=with_cookie(session))).status == 200
+        client.server.app[SESSIONS].clock = lambda: time.monotonic() + SESSION_TTL + 1  # 12 h later
+        assert (await client.post("/decode", data=body(*PLAIN), headers=with_cookie(session))).status == 401
+
+
+async def test_logout_clears_the_cookie_and_ends_the_session() -> None:
+    async with codec_client() as client:
+        for method in ("POST", "GET"):
+            session = session_of(await log_in(client))
+            resp = await client.request(method, "/logout", headers={"Cookie": f"{SESSION_COOKIE}={session}"})
+            assert resp.status == 200
+            morsel = resp.cookies[SESSION_COOKIE]
+            assert morsel.value == "" and morsel["max-age"] == "0" and morsel["path"] == "/"
+            client.session.cookie_jar.clear()
+            # A copy of the cookie kept elsewhere is worthless too: the session is gone on the server.
+            resp = await client.post("/decode", data=body(*PLAIN), headers=with_cookie(session))
+            assert resp.status == 401, method
+
+
+async def test_the_bearer_token_still_works_without_a_session() -> None:
+    async with codec_client() as client:
+        cli = {"Authorization": f"Bearer {TOKEN}"}  # the temporal CLI and admin: no Origin, no cookie
+        resp = await client.post("/encode", data=body(*PLAIN), headers=cli)
+        assert resp.status == 200 and "Access-Control-Allow-Origin" not in resp.headers
+        resp = await client.post("/decode", data=await resp.text(), headers={**cli, "Origin": UI})
+        assert resp.status == 200 and parse(await resp.text()) == PLAIN
+
+
+async def test_the_cookie_never_works_from_another_origin_or_without_one() -> None:
+    async with codec_client() as client:
+        session = session_of(await log_in(client))
+        # Browsers share cookies between the ports of a host: another page on localhost sends it too.
+        for origin in ("http://evil.example", "http://localhost:8025", "http://localhost:8234",
+                       own_origin(client), "null"):
+            resp = await client.post("/decode", data=body(*PLAIN), headers=with_cookie(session, origin))
+            assert resp.status == 403, origin
+            assert "Access-Control-Allow-Origin" not in resp.headers
+            assert "Access-Control-Allow-Credentials" not in resp.headers
+        # The cookie is for the UI's fetches; a client without Origin needs the bearer token.
+        resp = await client.post("/decode", data=body(*PLAIN), headers=with_cookie(session, None))
+        assert resp.status == 401
+
+
+async def test_the_login_form_cannot_be_submitted_from_another_page() -> None:
+    async with codec_client() as client:
+        for origin in ("http://evil.example", UI, "http://localhost:8025", "null"):
+            resp = await client.post("/login", data={"token": TOKEN}, headers={"Origin": origin})
+            assert resp.status == 403, origin
+            assert "Set-Cookie" not in resp.headers
+        for site in ("cross-site", "same-site"):
+            resp = await client.post("/login", data={"token": TOKEN},
+                                     headers={"Origin": own_origin(client), "Sec-Fetch-Site": site})
+            assert resp.status == 403, site
+            assert "Set-Cookie" not in resp.headers
+        # Not a browser (no Origin, no Sec-Fetch-Site): nobody to trick, the token decides.
+        resp = await client.post("/login", data={"token": TOKEN})
+        assert resp.status == 200 and SESSION_COOKIE in resp.cookies
+
+
+async def test_behind_https_the_cookie_is_secure() -> None:
+    async with codec_client() as client:
+        proxied = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "codec.example.org",
+                   "Origin": "https://codec.example.org"}
+        resp = await log_in(client, **proxied)
+        assert resp.status == 200
+        assert resp.cookies[SESSION_COOKIE]["secure"] is True
+    async with codec_client(replace(SETTINGS, codec_ui_origin="https://temporal.example.org")) as client:
+        assert (await log_in(client)).cookies[SESSION_COOKIE]["secure"] is True
+
+
+def test_sessions_are_bounded_and_expire() -> None:
+    now = [1000.0]
+    sessions = Sessions(ttl=10, limit=2, clock=lambda: now[0])
+    first, second = sessions.start(), sessions.start()
+    third = sessions.start()  # over the limit: the oldest goes
+    assert not sessions.valid(first) and sessions.valid(second) and sessions.valid(third)
+    assert not sessions.valid(None) and not sessions.valid("")
+    now[0] += 10
+    assert not sessions.valid(second) and not sessions.valid(third)
 
 
 async def test_a_payload_under_an_older_configured_key_decodes() -> None:

@@ -346,6 +346,23 @@ def test_web_ui_reaches_temporal_and_the_codec_server_as_the_browser_sees_it() -
     assert ui_env.get("TEMPORAL_CORS_ORIGINS") == origin, f"{ui}: TEMPORAL_CORS_ORIGINS must be {origin!r}"
 
 
+def test_the_web_ui_sends_the_codec_servers_login_cookie() -> None:
+    """The browser cannot send the codec token; it logs in at the codec server's /login once and the
+    UI includes that SameSite=Strict cookie in its /decode fetches (complaints/codec_server.py)."""
+    ui, codec = image_service("temporalio/ui:"), codec_server()
+    ui_env = environment(ui)
+    assert ui_env.get("TEMPORAL_CODEC_INCLUDE_CREDENTIALS") == "true", \
+        f"{ui}: TEMPORAL_CODEC_INCLUDE_CREDENTIALS must be \"true\" (the codec login cookie)"
+    # A SameSite=Strict cookie goes along only when the UI page and the codec server are the same site.
+    def site(url: str) -> tuple[str, str]:
+        parts = urlsplit(url)
+        return parts.scheme, ".".join((parts.hostname or "").split(".")[-2:])
+
+    endpoint, origin = ui_env.get("TEMPORAL_CODEC_ENDPOINT", ""), environment(codec).get("CODEC_UI_ORIGIN", "")
+    assert site(endpoint) == site(origin), \
+        f"{ui}: the codec endpoint {endpoint} and the UI {origin} are not the same site"
+
+
 def test_codec_server_listening_beyond_loopback_has_a_token() -> None:
     """complaints/codec_server.py refuses a non-loopback bind address without CODEC_SERVER_TOKEN."""
     codec_env = environment(codec_server())
