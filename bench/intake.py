@@ -55,6 +55,7 @@ from workflows.complaint import ComplaintWorkflow  # noqa: E402
 TARGET_THROUGHPUT_RATIO = 0.7
 TARGET_CPU_RATIO = 1.5
 TARGET_P99_SECONDS = 2.0
+SQLITE_PRAGMAS = ("--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal")
 WARM_UP = 100  # complaints per warm-up run: the server's first workflows, imports, caches
 
 
@@ -85,18 +86,23 @@ class Burst:
 
 
 class Bench:
-    def __init__(self, count: int, workdir: Path, profile: Path | None = None) -> None:
+    def __init__(self, count: int, workdir: Path, profile: Path | None = None,
+                 server_file: bool = False) -> None:
         self.count = count
         self.profile = profile
         self.workdir = workdir
         self.keys = "bench:" + base64.b64encode(os.urandom(32)).decode()
-        self.server = DevServer()
+        # In memory by default; --server-file keeps the history in a SQLite file with the pragmas a
+        # single-machine install would use (write-ahead log, fsync at checkpoints).
+        self.server = DevServer(db_file=workdir / "temporal.db", extra_args=SQLITE_PRAGMAS) if server_file \
+            else DevServer()
         self.postgres = LocalPostgres(workdir / "pg", free_port())
         self.mailbox = Mailbox()
         self.client: Client | None = None
         self.product_client: Client | None = None
         self.letter_bytes = 2000
         self.worker_env: dict[str, str] = {}  # WORKER_* tuning for the workers (bench.tuning)
+        self._workers: list[Process] = []
 
     async def __aenter__(self) -> Bench:
         self.server.start()
@@ -108,6 +114,8 @@ class Bench:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        for worker in self._workers:  # also when a run failed: no worker outlives the bench
+            worker.stop()
         self.mailbox.stop()
         self.postgres.stop()
         self.server.stop()
@@ -133,7 +141,9 @@ class Bench:
 
     def start_worker(self, kind: str, queue: str) -> Process:
         argv = [sys.executable, "worker.py"] if kind == "product" else [sys.executable, "-m", "bench.baseline", "worker"]
-        return Process(argv, self.env(queue)).start()
+        worker = Process(argv, self.env(queue)).start()
+        self._workers.append(worker)
+        return worker
 
     async def acknowledged(self, kind: str, ids: set[str]) -> int:
         """How many of ``ids`` are done: the letter recorded in the dossier (the worker is idle after)."""
@@ -304,7 +314,7 @@ def _median(runs: list[Burst], field: str) -> float:
 
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="bench-intake-") as tmp:
-        async with Bench(args.count, Path(tmp), args.profile) as bench:
+        async with Bench(args.count, Path(tmp), args.profile, args.server_file) as bench:
             print(f"warm-up: product and baseline, {WARM_UP} complaints each", file=sys.stderr)
             await bench.burst("product", "warmup", count=WARM_UP)
             await bench.burst("baseline", "warmup", count=WARM_UP)
@@ -381,6 +391,8 @@ def main() -> int:
     parser.add_argument("--sequential", type=int, default=100, help="decide round trips one by one")
     parser.add_argument("--concurrent", type=int, default=200, help="decides at once")
     parser.add_argument("--output", type=Path, help="also write the JSON summary here")
+    parser.add_argument("--server-file", action="store_true",
+                        help="dev server history in a SQLite file (WAL) instead of in memory")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="record each burst's worker with py-spy into DIR (collapsed stacks)")
     args = parser.parse_args()

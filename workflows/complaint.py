@@ -11,7 +11,6 @@ that a slow mail server never blocks staff or the procedure's timers.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Awaitable, Callable
 
@@ -102,13 +101,17 @@ NOT_ALLOWED = "ActionNotAllowed"
 INVALID = "InvalidArgument"
 
 
-@dataclass
 class _Deadline:
-    """A moment the procedure cares about in the current phase, and what happens then."""
+    """A moment the procedure cares about in the current phase, and what happens then.
 
-    at: datetime
-    summary: str
-    fire: Callable[[], Awaitable[None] | None]
+    A plain class, not a dataclass: the sandbox executes this module for every workflow it
+    runs, and a dataclass generates (compiles) its methods each time (BENCHMARKS.md).
+    """
+
+    __slots__ = ("at", "summary", "fire")
+
+    def __init__(self, at: datetime, summary: str, fire: Callable[[], Awaitable[None] | None]) -> None:
+        self.at, self.summary, self.fire = at, summary, fire
 
 
 def _add_years(moment: datetime, years: int) -> datetime:
