@@ -16,11 +16,12 @@ import logging
 import py_compile
 import signal
 import sys
+from datetime import timedelta
 
 import asyncpg
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.analysis import AnalysisActivities
@@ -42,21 +43,24 @@ from workflows.complaint import ComplaintWorkflow
 
 log = logging.getLogger("complaints.worker")
 
+#: How long activities in progress may run on after SIGTERM (below compose's stop_grace_period).
+SHUTDOWN_GRACE = timedelta(seconds=50)
+
 # Deterministic libraries the workflow's models use; pydantic imports email_validator
 # lazily, so without this every workflow run would re-import it inside the sandbox.
 PASSTHROUGH_MODULES = ("email_validator", "idna", "phonenumbers")
 
 
 
-def worker_options(settings: Settings) -> dict[str, int]:
+def worker_options(settings: Settings) -> dict[str, object]:
     """The Worker's tuning (WORKER_* variables), shared with the benchmark's bare-SDK baseline
     (bench/baseline.py); BENCHMARKS.md has the measurements that chose the defaults."""
     return {
         "max_cached_workflows": settings.worker_max_cached_workflows,
         "max_concurrent_workflow_tasks": settings.worker_max_concurrent_workflow_tasks,
         "max_concurrent_activities": settings.worker_max_concurrent_activities,
-        "max_concurrent_workflow_task_polls": settings.worker_workflow_pollers,
-        "max_concurrent_activity_task_polls": settings.worker_activity_pollers,
+        "workflow_task_poller_behavior": PollerBehaviorSimpleMaximum(settings.worker_workflow_pollers),
+        "activity_task_poller_behavior": PollerBehaviorSimpleMaximum(settings.worker_activity_pollers),
     }
 
 
@@ -139,7 +143,9 @@ async def run(settings: Settings) -> None:
     compile_workflow_modules()
     pool = await create_pool(settings)
     try:
-        worker = build_worker(client, settings, pool)
+        # On SIGTERM (a deploy, `docker compose stop`) activities in progress get this long to
+        # finish; the compose file gives the container 60 s before it is killed.
+        worker = build_worker(client, settings, pool, graceful_shutdown_timeout=SHUTDOWN_GRACE)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

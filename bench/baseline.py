@@ -9,7 +9,7 @@ that write to PostgreSQL, one that sends, one local activity that plans a date; 
 only in what the product adds.
 
     python -m bench.baseline worker   # env: TEMPORAL_ADDRESS, TEMPORAL_TASK_QUEUE, DATABASE_URL, SMTP_PORT
-    python -m bench.baseline start N PREFIX BODY_BYTES
+    python -m bench.baseline start N PREFIX MESSAGE_BYTES
 """
 
 from __future__ import annotations
@@ -45,14 +45,14 @@ class Complaint:
     name: str
     email: str
     product: str
-    body_bytes: int
+    message_bytes: int
 
 
 @dataclass
 class Letter:
     complaint_id: str
     email: str
-    body_bytes: int
+    message_bytes: int  # the whole message as sent, headers included
 
 
 @workflow.defn(name="BaselineIntake")
@@ -61,7 +61,7 @@ class BaselineIntake:
     async def run(self, c: Complaint) -> None:
         await workflow.execute_activity("baseline_insert", c, start_to_close_timeout=TIMEOUT, retry_policy=RETRY)
         await workflow.execute_local_activity("baseline_plan", workflow.now(), start_to_close_timeout=TIMEOUT)
-        letter = Letter(c.id, c.email, c.body_bytes)
+        letter = Letter(c.id, c.email, c.message_bytes)
         await workflow.execute_activity("baseline_send", letter, start_to_close_timeout=TIMEOUT, retry_policy=RETRY)
         for _ in range(INTAKE_ACTIVITIES["activities"] - 2):
             await workflow.execute_activity("baseline_touch", c.id, start_to_close_timeout=TIMEOUT,
@@ -90,7 +90,10 @@ class BaselineActivities:
         msg["Subject"] = "Ontvangstbevestiging"
         msg["X-Complaint-Id"] = letter.complaint_id
         msg["X-Letter-Kind"] = "acknowledgement"
-        msg.set_content("x" * letter.body_bytes)
+        # Fill to the product letter's size on the wire (CRLF line ends), in short lines (7bit).
+        msg.set_content("")
+        lines = max(0, round((letter.message_bytes - len(msg.as_bytes())) / 76))
+        msg.set_content(("x" * 74 + "\n") * lines)  # 76 bytes a line on the wire
         await aiosmtplib.send(msg, hostname=self._host, port=self._port, timeout=20)
 
     @activity.defn(name="baseline_touch")
@@ -119,14 +122,14 @@ async def run_worker() -> None:
     await pool.close()
 
 
-async def start(count: int, prefix: str, body_bytes: int, concurrency: int = 32) -> None:
+async def start(count: int, prefix: str, message_bytes: int, concurrency: int = 32) -> None:
     """Start ``count`` intakes as the product's starter does: bounded concurrency, one process."""
     client = await Client.connect(os.environ["TEMPORAL_ADDRESS"])
     queue = os.environ["TEMPORAL_TASK_QUEUE"]
     gate = asyncio.Semaphore(concurrency)
 
     async def one(i: int) -> None:
-        c = Complaint(f"{prefix}-{i}", f"Klant {i}", f"klant{i}@example.nl", "Training", body_bytes)
+        c = Complaint(f"{prefix}-{i}", f"Klant {i}", f"klant{i}@example.nl", "Training", message_bytes)
         async with gate:
             await client.start_workflow(BaselineIntake.run, c, id=c.id, task_queue=queue)
 

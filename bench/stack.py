@@ -19,10 +19,14 @@ import time
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPORAL_CLI = Path(sys.executable).parent / "temporal"
@@ -58,10 +62,11 @@ class DevServer:
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 raise RuntimeError("the Temporal dev server exited at start")
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
                     return self
             time.sleep(0.1)
+        self.stop()
         raise RuntimeError("the Temporal dev server did not start in time")
 
     @property
@@ -195,6 +200,29 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def child_env(**overrides: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "SMTP_", "DATABASE_"))}
+    # Nothing from the developer's shell that would change one side only (tracing, debug logs,
+    # a metrics port two workers would fight over, tuning, another key file).
+    env = {k: v for k, v in os.environ.items() if not k.startswith((
+        "TEMPORAL_", "SMTP_", "DATABASE_", "LOG_", "METRICS_", "OTEL_", "WORKER_", "COMPLAINTS_"))}
     env.update(overrides)
     return env
+
+
+async def wait_for_poller(client: "Client", queue: str, worker: Process, timeout: float = 60) -> None:
+    """Wait until ``worker`` polls ``queue`` for workflow tasks (it has finished starting)."""
+    import asyncio
+
+    from temporalio.api.enums.v1 import TaskQueueType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+    deadline = time.monotonic() + timeout
+    request = DescribeTaskQueueRequest(namespace="default", task_queue=TaskQueue(name=queue),
+                                       task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW)
+    while time.monotonic() < deadline:
+        if not worker.alive():
+            raise RuntimeError(f"the worker exited:\n{worker.errors()}")
+        if (await client.workflow_service.describe_task_queue(request)).pollers:
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"no worker polls {queue}")

@@ -1,6 +1,7 @@
 """``python -m bench.state``: what open complaints cost while they wait on their timers.
 
-A fresh dev server keeping its database in a file (so its size can be read), a fresh
+A fresh dev server keeping its database in a SQLite file with a write-ahead log (so its size
+can be read), a fresh
 embedded PostgreSQL and the SMTP server; one ``python worker.py``. N formal complaints
 (default 2,000) are submitted in batches through ``python -m starter submit`` and each is
 acknowledged; then they all wait on their resolution timers, as complaints do for weeks.
@@ -15,6 +16,7 @@ Prints one JSON object and a table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import asyncio
 import base64
 import json
@@ -32,8 +34,9 @@ from temporalio.worker import Replayer
 
 warnings.filterwarnings("ignore", category=UserWarning, module="platformdirs.*")
 
-from bench.intake import complaint  # noqa: E402
-from bench.stack import REPO, DevServer, Mailbox, Process, child_env, free_port, percentile  # noqa: E402
+from bench.intake import SQLITE_PRAGMAS, complaint  # noqa: E402
+from bench.stack import (  # noqa: E402
+    REPO, DevServer, Mailbox, Process, child_env, free_port, percentile, wait_for_poller)
 from complaints.codec import parse_keys  # noqa: E402
 from complaints.config import Settings  # noqa: E402
 from complaints.temporal_client import data_converter  # noqa: E402
@@ -43,6 +46,7 @@ from workflows.complaint import ComplaintWorkflow  # noqa: E402
 
 HISTORIES = REPO / "tests" / "histories"
 BATCH = 500
+CACHE = Settings().worker_max_cached_workflows  # the worker runs with the default cache
 
 
 def db_bytes(path: Path) -> int:
@@ -70,22 +74,22 @@ async def main_async(count: int) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="bench-state-") as tmp:
         work = Path(tmp)
         keys = "bench:" + base64.b64encode(os.urandom(32)).decode()
-        server = DevServer(db_file=work / "temporal.db").start()
+        server = DevServer(db_file=work / "temporal.db", extra_args=SQLITE_PRAGMAS)
         postgres = LocalPostgres(work / "pg", free_port())
-        postgres.start()
-        mailbox = Mailbox().start()
+        mailbox = Mailbox()
         worker: Process | None = None
         try:
+            server.start()
+            postgres.start()
+            mailbox.start()
             env = child_env(TEMPORAL_ADDRESS=server.address, TEMPORAL_TASK_QUEUE="bench-state",
                             DATABASE_URL=postgres.url, SMTP_HOST="127.0.0.1", SMTP_PORT=str(mailbox.port),
                             COMPLAINTS_ENCRYPTION_KEYS=keys)
             client = await Client.connect(server.address,
                                           data_converter=data_converter(Settings(encryption_keys=parse_keys(keys))))
             worker = Process([sys.executable, "worker.py"], env).start()
-            await asyncio.sleep(3)  # schema, search attributes, schedule
-            if not worker.alive():
-                raise RuntimeError(worker.errors())
-            await asyncio.sleep(2)
+            await wait_for_poller(client, "bench-state", worker)
+            await asyncio.sleep(2)  # the worker settles (schema, schedule, pollers)
             rss_idle, db_before = worker.rss_bytes(), db_bytes(server.db_file)
             server_rss_before = _rss(server.pid)
             began = time.perf_counter()
@@ -120,7 +124,8 @@ async def main_async(count: int) -> dict[str, object]:
         finally:
             if worker is not None:
                 worker.stop()
-            mailbox.stop()
+            with contextlib.suppress(Exception):  # not started if the start failed
+                mailbox.stop()
             postgres.stop()
             server.stop()
     replay = await replay_longest()
@@ -129,6 +134,8 @@ async def main_async(count: int) -> dict[str, object]:
         "open_complaints": n, "intake_seconds": intake_seconds,
         "worker_rss_idle_mb": rss_idle / 2**20, "worker_rss_open_mb": rss_open / 2**20,
         "worker_rss_per_open_kb": (rss_open - rss_idle) / n / 1024,
+        "worker_cache": CACHE,
+        "worker_rss_per_cached_kb": (rss_open - rss_idle) / min(n, CACHE) / 1024,
         "server_db_per_open_kb": (db_after - db_before) / n / 1024,
         "server_rss_per_open_kb": (server_rss_after - server_rss_before) / n / 1024,
         "history_events_when_waiting": len(history.events),
@@ -156,7 +163,8 @@ def table(s: dict) -> str:
     return "\n".join([
         f"{s['open_complaints']} open complaints waiting on timers (intake took {s['intake_seconds']:.0f} s)",
         f"  worker RSS {s['worker_rss_open_mb']:.0f} MB ({s['worker_rss_idle_mb']:.0f} MB idle):"
-        f" {s['worker_rss_per_open_kb']:.0f} KB per open complaint",
+        f" {s['worker_rss_per_open_kb']:.0f} KB per open complaint, {s['worker_rss_per_cached_kb']:.0f} KB per"
+        f" cached one (cache {s['worker_cache']})",
         f"  server database {s['server_db_per_open_kb']:.1f} KB per open complaint; server RSS"
         f" {s['server_rss_per_open_kb']:.0f} KB per open complaint",
         f"  one waiting complaint's history: {s['history_events_when_waiting']} events,"

@@ -669,8 +669,9 @@ class ComplaintWorkflow:
         if letter.kind is LetterKind.ACKNOWLEDGEMENT and self._view.acknowledged_at is None:
             self._view.acknowledged_at = sent.sent_at
             by = self._view.deadlines.acknowledge_by
-            if by is not None and sent.sent_at <= by and not self._alerted(AlertKind.ACKNOWLEDGEMENT_OVERDUE):
-                self._deadline(metrics.ACKNOWLEDGEMENT, metrics.MET)
+            if by is not None and not self._alerted(AlertKind.ACKNOWLEDGEMENT_OVERDUE):
+                # Late but before the overdue alert fired (the worker was down): still a miss.
+                self._deadline(metrics.ACKNOWLEDGEMENT, metrics.MET if sent.sent_at <= by else metrics.MISSED)
         self._changed()
 
     async def _send_alert(self, alert: SendAlertInput) -> None:
