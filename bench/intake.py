@@ -356,8 +356,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             queue = f"bench-product-r{args.rounds - 1}"
             product_rate = _median(runs["product"], "per_second")
             print("paced submissions and staff actions", file=sys.stderr)
+            intake_activities = await bench.intake_activities(queue)  # the last burst is complete
             paced = await bench.paced(queue, rate=round(product_rate, 1), seconds=args.paced_seconds)
-            intake_activities = await bench.intake_activities(queue)
             staff = await bench.staff_actions(queue, sequential=args.sequential, concurrent=args.concurrent)
             product_worker.stop()
     p, b = runs["product"], runs["baseline"]
