@@ -74,7 +74,7 @@ class Settings:
     otlp_endpoint: str | None = None
     otel_service_name: str = DEFAULT_OTEL_SERVICE_NAME
     #: Worker tuning (worker.py ``worker_options``); the measurements behind the defaults are in
-    #: BENCHMARKS.md. Cached workflows cost memory (~0.3 MB each), a miss costs a replay.
+    #: BENCHMARKS.md. Cached workflows cost memory (~0.35 MB each), a miss costs a replay.
     worker_max_cached_workflows: int = 1000
     worker_max_concurrent_workflow_tasks: int = 100
     worker_max_concurrent_activities: int = 100
