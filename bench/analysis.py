@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import random
-import socket
 import statistics
 import sys
 import tempfile
@@ -32,6 +31,7 @@ warnings.filterwarnings("ignore", category=UserWarning, module="platformdirs.*")
 
 from activities.analysis import compute_report, report_queries
 from activities.schema import apply_migrations
+from bench.stack import free_port
 from devstack.postgres import LocalPostgres
 
 COMPLAINTS = 100_000
@@ -46,12 +46,6 @@ COLUMNS = ("complaint_id", "channel", "route", "role", "product", "submitted_on"
            "formal_received_at", "phase", "outcome", "acknowledge_by", "acknowledged_at", "resolve_by",
            "extensions", "decided_at", "decided_within_term", "mediated", "verdict_at", "consequences_by",
            "closed_at", "purge_on", "purged_at", "state_version")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def synthetic_complaints(rng: random.Random, count: int = COMPLAINTS) -> list[tuple]:
@@ -168,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--explain", action="store_true", help="print the queries' plans to stderr")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="complaints-bench-") as tmp, \
-            LocalPostgres(Path(tmp) / "pgdata", _free_port()) as postgres:
+            LocalPostgres(Path(tmp) / "pgdata", free_port()) as postgres:
         result = asyncio.run(bench(postgres.url, args.explain))
     print(json.dumps(result))
     print(f"analysis: {result['complaints']:,} complaints and {result['measures']:,} measures in {YEAR}: "

@@ -31,8 +31,9 @@ with workflow.unsafe.imports_passed_through():
     import aiosmtplib
     import asyncpg
 
-#: What the product's intake of a formal complaint runs (counted from its history by bench.intake):
-#: open_dossier, plan_deadline (local), send_letter, update_dossier twice (state, then the letter sent).
+#: What the product's intake of a formal complaint typically runs (bench.intake counts it in finished
+#: histories and refuses to report if the median differs): open_dossier, plan_deadline (local),
+#: send_letter, update_dossier twice (state, then the letter sent).
 INTAKE_ACTIVITIES = {"activities": 4, "local_activities": 1}
 
 TIMEOUT = timedelta(seconds=30)

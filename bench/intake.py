@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import functools
 import json
 import os
 import signal
@@ -60,9 +61,14 @@ SQLITE_PRAGMAS = ("--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "syn
 WARM_UP = 100  # complaints per warm-up run: the server's first workflows, imports, caches
 
 
+@functools.cache
+def _example() -> str:
+    return (REPO / "examples" / "complaint.json").read_text()
+
+
 def complaint(run: str, i: int) -> dict[str, object]:
     """A formal complaint of the example's size, unique per run and number."""
-    example = json.loads((REPO / "examples" / "complaint.json").read_text())
+    example = json.loads(_example())
     example["reference"] = f"<bench-{run}-{i}@intake.example.nl>"
     example["complainant"]["name"] = f"Klant {run} {i}"
     example["complainant"]["email"] = f"klant{i}.{run}@example.nl"
@@ -133,10 +139,6 @@ class Bench:
                          SMTP_PORT=str(self.mailbox.port), COMPLAINTS_ENCRYPTION_KEYS=self.keys,
                          **self.worker_env)
 
-    async def wait_for_poller(self, queue: str, worker: Process) -> None:
-        assert self.client is not None
-        await wait_for_poller(self.client, queue, worker)
-
     def start_worker(self, kind: str, queue: str) -> Process:
         argv = [sys.executable, "worker.py"] if kind == "product" else [sys.executable, "-m", "bench.baseline", "worker"]
         worker = Process(argv, self.env(queue)).start()
@@ -168,7 +170,8 @@ class Bench:
         count = count or self.count
         queue = f"bench-{kind}-{run}"
         worker = self.start_worker(kind, queue)
-        await self.wait_for_poller(queue, worker)
+        assert self.client is not None
+        await wait_for_poller(self.client, queue, worker)
         await asyncio.sleep(1.0)  # let the worker settle (schema, schedule, pollers)
         first_mail = len(self.mailbox)
         cpu_before = worker.cpu_seconds()
@@ -229,22 +232,29 @@ class Bench:
         worker.stop()
         return result, None
 
-    async def intake_activities(self, queue: str) -> dict[str, int]:
-        """Count one product complaint's activities once acknowledged; the baseline must match."""
+    async def intake_activities(self, queue: str, sample: int = 50) -> dict[str, object]:
+        """Count the activities of finished intakes; the baseline must run the typical (median) count.
+
+        The count varies: the dossier writer coalesces versions that change while a write is
+        in flight, so a complaint has two to four ``update_dossier`` runs depending on timing.
+        """
         assert self.client is not None
-        cid = [wf.id async for wf in self.client.list_workflows(
-            f"TaskQueue = '{queue}' AND ComplaintPhase = 'formal'", limit=1)][0]
-        history = await self.client.get_workflow_handle(cid).fetch_history()
-        found = {
-            "activities": sum(e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED for e in history.events),
-            "local_activities": sum(e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
-                                    and e.marker_recorded_event_attributes.marker_name == "core_local_activity"
-                                    for e in history.events),
-        }
-        if found != INTAKE_ACTIVITIES:
-            raise RuntimeError(f"the product's intake runs {found}, the baseline {INTAKE_ACTIVITIES}: "
-                               "change bench/baseline.py to match")
-        return found
+        counts: dict[str, list[int]] = {"activities": [], "local_activities": []}
+        async for wf in self.client.list_workflows(f"TaskQueue = '{queue}' AND ComplaintPhase = 'formal'",
+                                                    limit=sample):
+            events = (await self.client.get_workflow_handle(wf.id).fetch_history()).events
+            counts["activities"].append(
+                sum(e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED for e in events))
+            counts["local_activities"].append(
+                sum(e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+                    and e.marker_recorded_event_attributes.marker_name == "core_local_activity" for e in events))
+        typical = {kind: int(statistics.median(values)) for kind, values in counts.items()}
+        if typical != INTAKE_ACTIVITIES:
+            raise RuntimeError(f"the product's intake typically runs {typical}, the baseline {INTAKE_ACTIVITIES}:"
+                               " change bench/baseline.py to match")
+        return {**typical, "activities_mean": statistics.mean(counts["activities"]),
+                "activities_range": [min(counts["activities"]), max(counts["activities"])],
+                "sampled": len(counts["activities"])}
 
     def _profile(self, worker: Process, name: str) -> subprocess.Popen[bytes] | None:
         """py-spy on the worker for the burst (``--profile DIR``): collapsed stacks, for flame graphs."""

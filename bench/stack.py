@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import socket
@@ -19,14 +20,14 @@ import time
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import psutil
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
-
-if TYPE_CHECKING:
-    from temporalio.client import Client
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPORAL_CLI = Path(sys.executable).parent / "temporal"
@@ -75,13 +76,7 @@ class DevServer:
         return self._process.pid
 
     def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(20)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        terminate(self._process, 20)
 
 
 @dataclass
@@ -181,13 +176,19 @@ class Process:
         return self.rss_bytes()
 
     def stop(self) -> None:
-        if self._popen is not None and self._popen.poll() is None:
-            self._popen.terminate()
-            try:
-                self._popen.wait(30)
-            except subprocess.TimeoutExpired:
-                self._popen.kill()
-                self._popen.wait()
+        terminate(self._popen, 30)
+
+
+def terminate(process: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    """SIGTERM, then SIGKILL if the process is still there after ``timeout`` seconds."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -208,14 +209,8 @@ def child_env(**overrides: str) -> dict[str, str]:
     return env
 
 
-async def wait_for_poller(client: "Client", queue: str, worker: Process, timeout: float = 60) -> None:
+async def wait_for_poller(client: Client, queue: str, worker: Process, timeout: float = 60) -> None:
     """Wait until ``worker`` polls ``queue`` for workflow tasks (it has finished starting)."""
-    import asyncio
-
-    from temporalio.api.enums.v1 import TaskQueueType
-    from temporalio.api.taskqueue.v1 import TaskQueue
-    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-
     deadline = time.monotonic() + timeout
     request = DescribeTaskQueueRequest(namespace="default", task_queue=TaskQueue(name=queue),
                                        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW)

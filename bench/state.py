@@ -29,6 +29,7 @@ import warnings
 from pathlib import Path
 
 import asyncpg
+import psutil
 from temporalio.client import Client, WorkflowHistory
 from temporalio.worker import Replayer
 
@@ -147,8 +148,6 @@ async def main_async(count: int) -> dict[str, object]:
 
 
 def _rss(pid: int) -> int:
-    import psutil
-
     return psutil.Process(pid).memory_info().rss
 
 

@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Sequence
 
 from temporalio import activity, workflow
+from temporalio.exceptions import ApplicationError
 from temporalio.runtime import (
     LogForwardingConfig,
     LoggingConfig,
@@ -32,6 +33,7 @@ from temporalio.runtime import (
     TelemetryConfig,
     TelemetryFilter,
 )
+from temporalio.service import RPCError
 
 from complaints.config import ConfigError, Settings
 
@@ -165,9 +167,6 @@ def describe_exception(exc: BaseException) -> str:
 
 
 def _safe_detail(exc: BaseException) -> str:
-    from temporalio.exceptions import ApplicationError
-    from temporalio.service import RPCError
-
     if isinstance(exc, ApplicationError):
         return f" (type {exc.type}{', non-retryable' if exc.non_retryable else ''})"
     if isinstance(exc, RPCError):
