@@ -1,5 +1,5 @@
 # The complaints image: the worker (default command) and the codec server
-# (`python -m complaints.codec_server`), as docker-compose.yml runs them.
+# (`python -m infra.codec_server`), as docker-compose.yml runs them.
 #
 # Base image pinned to an exact Python patch release and Debian release; upgrading it is a
 # deliberate edit here (docs/deployment.md, "Upgrading"). To pin by digest as well, append
@@ -29,6 +29,8 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 # The application: only what the package declares (pyproject.toml [tool.setuptools]).
 COPY worker.py admin.py ./
 COPY complaints/ complaints/
+COPY infra/ infra/
+COPY dossier/ dossier/
 COPY workflows/ workflows/
 COPY activities/ activities/
 COPY starter/ starter/
@@ -40,7 +42,7 @@ COPY bench/ bench/
 RUN pip install --no-cache-dir --no-deps -c constraints.txt . \
     && rm -rf build *.egg-info \
     && python -m compileall -q /app \
-    && python -c "import worker, complaints.codec_server"
+    && python -c "import worker, infra.codec_server"
 
 USER app
 

@@ -21,44 +21,30 @@ import json
 import os
 import re
 import sys
+import typing
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Callable
 
 from pydantic import ValidationError
-from temporalio.client import (Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowUpdateFailedError,
-                               WorkflowUpdateRPCTimeoutOrCancelledError)
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from complaints import search_attributes as sa
-from complaints.audit import DossierUnavailable, read_audit, read_erasure
 from complaints.calendar import AMSTERDAM, local_date
-from complaints.config import ConfigError, Settings, load_settings
-from complaints.models import (
-    AnnualAnalysisInput,
-    ComplaintView,
-    ConsequencesPickedUpInput,
-    CorrectContactInput,
-    DECISION_OUTCOMES,
-    DecideInput,
-    DisagreeInput,
-    EngageMediatorInput,
-    EscalateInput,
-    ExtendInput,
-    LetterKind,
-    MeasureInput,
-    Phase,
-    ResendInput,
-    ResolveInformallyInput,
-    StaffAction,
-    VerdictInput,
-    WithdrawInput,
-)
-from complaints.observability import flush_traces
+from complaints.models import DECISION_OUTCOMES, AnnualAnalysisInput, ComplaintView, LetterKind, Phase, StaffAction
 from complaints.report_format import render_text
-from complaints.temporal_client import connect
+from dossier.audit import DossierUnavailable, read_audit, read_erasure
+from infra.cli import CliError, connect_or_fail, exit_process, fail, first_line
+from infra.config import ConfigError, Settings, load_settings
 from workflows.analysis import AnnualAnalysisWorkflow
 from workflows.complaint import ComplaintWorkflow
 
@@ -77,10 +63,14 @@ class Refused(Exception):
 @dataclass(frozen=True)
 class Action:
     update: Any  # the ComplaintWorkflow update method
-    model: type[StaffAction]
     help: str
     options: tuple[Option, ...]
     done: Callable[[ComplaintView], str]  # the confirmation, before "; phase ..."
+
+    @property
+    def model(self) -> type[StaffAction]:
+        """The update's input model, as the workflow declares it (one home for that pairing)."""
+        return typing.get_type_hints(self.update)["action"]
 
 
 def _date(value: str) -> date:
@@ -108,55 +98,55 @@ def _term(view: ComplaintView) -> str:
 
 ACTIONS: dict[str, Action] = {
     "resolve-informally": Action(
-        ComplaintWorkflow.resolve_informally, ResolveInformallyInput,
+        ComplaintWorkflow.resolve_informally,
         "close an informal complaint as resolved (sends the informal-resolution letter)",
         (_text("--note", "how it was resolved (quoted in the letter)"),), lambda v: "resolved informally"),
     "escalate": Action(
-        ComplaintWorkflow.escalate, EscalateInput, "move an informal complaint into the formal procedure",
+        ComplaintWorkflow.escalate, "move an informal complaint into the formal procedure",
         (_text("--reason", "why it is escalated"),), lambda v: f"escalated, resolve by {_term(v)}"),
     "extend": Action(
-        ComplaintWorkflow.extend, ExtendInput, "extend the resolution term (sends the extension letter)",
+        ComplaintWorkflow.extend, "extend the resolution term (sends the extension letter)",
         (("--until", "until", {"required": True, "type": _date, "metavar": "YYYY-MM-DD",
                                "help": "the new last day of the term (after the current one)"}),
          _text("--reason", "why more time is needed (quoted in the letter)")),
         lambda v: f"extended until {_term(v)}"),
     "decide": Action(
-        ComplaintWorkflow.decide, DecideInput, "decide a formal complaint (sends the decision letter)",
+        ComplaintWorkflow.decide, "decide a formal complaint (sends the decision letter)",
         (("--outcome", "outcome", {"required": True, "choices": [o.value for o in DECISION_OUTCOMES]}),
          _text("--motivation", "the motivation (quoted in the letter)")), lambda v: f"decided: {v.outcome}"),
     "disagree": Action(
-        ComplaintWorkflow.disagree, DisagreeInput, "record that the complainant disagrees (mediation follows)",
+        ComplaintWorkflow.disagree, "record that the complainant disagrees (mediation follows)",
         (_text("--note", "what the complainant disagrees with"),), lambda v: "disagreement recorded"),
     "engage-mediator": Action(
-        ComplaintWorkflow.engage_mediator, EngageMediatorInput,
+        ComplaintWorkflow.engage_mediator,
         "record the independent mediator engaged (sends the mediator-engaged letter)",
         (("--mediator", "mediator", {"required": True, "metavar": "NAME", "help": "the mediator's name"}),),
         lambda v: f"mediator engaged: {v.mediator}"),
     "verdict": Action(
-        ComplaintWorkflow.verdict, VerdictInput, "record the mediator's binding verdict (sends the verdict letter)",
+        ComplaintWorkflow.verdict, "record the mediator's binding verdict (sends the verdict letter)",
         (_text("--summary", "the verdict"), ("--consequence", "consequences", {
             "action": "append", "default": [], "metavar": "TEXT", "help": "a consequence to pick up (repeatable)"})),
         lambda v: f"verdict recorded, {len(v.verdict.consequences) if v.verdict else 0} consequence(s)"),
     "consequences-picked-up": Action(
-        ComplaintWorkflow.consequences_picked_up, ConsequencesPickedUpInput,
+        ComplaintWorkflow.consequences_picked_up,
         "record that the verdict's consequences are picked up (closes the complaint)",
         (_text("--note", "what was done"),), lambda v: "consequences picked up"),
     "withdraw": Action(
-        ComplaintWorkflow.withdraw, WithdrawInput, "record that the complainant withdrew (sends a letter)",
+        ComplaintWorkflow.withdraw, "record that the complainant withdrew (sends a letter)",
         (_text("--reason", "the complainant's reason (quoted in the letter)"),), lambda v: "withdrawn"),
     "measure": Action(
-        ComplaintWorkflow.record_measure, MeasureInput,
+        ComplaintWorkflow.record_measure,
         "record a measure taken in response to the complaint. Measure texts are staff-written and must not "
         "contain personal data: they are kept after the complaint's personal data is erased",
         (_text("--text", "the measure: staff-written, no personal data (no names, addresses, e-mail, phone)"),),
         lambda v: "measure recorded"),
     "correct-contact": Action(
-        ComplaintWorkflow.correct_contact, CorrectContactInput,
+        ComplaintWorkflow.correct_contact,
         "correct the complainant's e-mail address (e.g. after a letter bounced); then use resend",
         (("--email", "email", {"required": True, "metavar": "ADDRESS", "help": "the correct e-mail address"}),),
         lambda v: "e-mail address corrected"),
     "resend": Action(
-        ComplaintWorkflow.resend, ResendInput,
+        ComplaintWorkflow.resend,
         "send again a letter the mail server refused (to the current, corrected address)",
         (("--kind", "kind", {"required": True, "choices": [k.value for k in LetterKind],
                              "help": "the kind of the undelivered letter"}),),
@@ -344,7 +334,7 @@ async def _audit(settings: Settings, args: argparse.Namespace) -> int:
     except TimeoutError:
         return _fail(1, "the dossier did not answer in time")
     except Exception as err:  # noqa: BLE001 - never a traceback for users
-        return _fail(1, f"{type(err).__name__}: {_first_line(err)}")
+        return _fail(1, f"{type(err).__name__}: {first_line(err)}")
     if trail is None:
         return _fail(4, f"no complaint with id {args.id!r} in the dossier")
     print(_json(trail) if args.json else _render_audit(trail))
@@ -363,9 +353,9 @@ async def _analyse(client: Client, args: argparse.Namespace, settings: Settings)
         return _fail(1, f"no answer in time (is the complaints worker running?); {workflow_id} goes on "
                         "and stores and mails the report when it can")
     except WorkflowFailureError as err:
-        return _fail(1, f"the analysis failed: {_first_line(err.cause or err)}")
+        return _fail(1, f"the analysis failed: {first_line(err.cause or err)}")
     except Exception as err:  # noqa: BLE001 - Temporal unreachable or failing: one line, never a traceback
-        return _fail(1, f"{type(err).__name__}: {_first_line(err)}")
+        return _fail(1, f"{type(err).__name__}: {first_line(err)}")
     print(_json(result.report) if args.json else render_text(result.report))
     if result.mail_error:
         return _fail(1, f"report {result.report_id} is stored, but the mail to the director was refused: "
@@ -397,11 +387,9 @@ async def _run(args: argparse.Namespace, payload: StaffAction | None) -> int:
     if args.command == "audit":  # the dossier only: no Temporal needed
         return await _audit(settings, args)
     try:
-        client = await connect(settings)
-    except ConfigError as err:
-        return _fail(2, str(err))
-    except Exception as err:  # noqa: BLE001 - any connection failure is one line for the user
-        return _fail(1, f"cannot reach Temporal at {settings.temporal_address}: {_first_line(err)}")
+        client = await connect_or_fail(settings)
+    except CliError as err:
+        return _fail(err.code, err.message)
     if args.command == "analyse":
         return await _analyse(client, args, settings)
     try:
@@ -413,25 +401,21 @@ async def _run(args: argparse.Namespace, payload: StaffAction | None) -> int:
             assert payload is not None
             return await _act(client, args, payload)
     except Refused as err:
-        return _fail(3, f"refused: {err}", prefix=False)
+        print(f"refused: {err}", file=sys.stderr)
+        return 3
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
             return _fail(4, f"no complaint with id {args.id!r}")
-        return _fail(1, f"Temporal at {settings.temporal_address} failed: {_first_line(err)}")
+        return _fail(1, f"Temporal at {settings.temporal_address} failed: {first_line(err)}")
     except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
         return _fail(1, "no answer in time (is the complaints worker running?)"
                      + ("; the action may still be applied: check with show" if payload else ""))
     except Exception as err:  # noqa: BLE001 - never a traceback for users
-        return _fail(1, f"{type(err).__name__}: {_first_line(err)}")
+        return _fail(1, f"{type(err).__name__}: {first_line(err)}")
 
 
-def _fail(code: int, message: str, prefix: bool = True) -> int:
-    print(f"{PROG}: {message}" if prefix else message, file=sys.stderr)
-    return code
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip() or type(err).__name__).splitlines()[0]
+def _fail(code: int, message: str) -> int:
+    return fail(PROG, code, message)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -457,12 +441,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    code = main()
-    flush_traces()  # os._exit below skips the span exporter's own flush
-    # Skip interpreter teardown: the Temporal client's Rust threads can crash a short-lived
-    # process while Python finalizes (SIGABRT/SIGSEGV after the output; temporalio/sdk-python#300).
-    try:
-        sys.stdout.flush()
-    except OSError:
-        code = code or 1
-    os._exit(code)
+    exit_process(main())

@@ -2,7 +2,7 @@
 
 At start it applies the dossier's schema (idempotent migrations), registers
 the operators' search attributes on the namespace if they are missing, and creates
-(or updates) the schedule of the yearly analysis (complaints/schedule.py).
+(or updates) the schedule of the yearly analysis (workflows/schedule.py).
 
     python worker.py
 """
@@ -24,22 +24,23 @@ from temporalio.client import Client
 from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities.analysis import AnalysisActivities
-from activities.dossier import CalendarActivities, DossierActivities
-from activities.letters import LetterTemplates
-from activities.mail import MailActivities
-from activities.schema import apply_migrations
-from complaints import search_attributes
-from complaints.calendar import WorkingDayCalendar
-from complaints.config import ConfigError, Settings, load_settings
-from complaints.observability import build_runtime, configure_logging
-from complaints.schedule import ensure_annual_schedule
-from complaints.temporal_client import connect, data_converter
 import workflows
 import workflows.analysis
 import workflows.complaint
+from activities.analysis import AnalysisActivities
+from activities.calendar import CalendarActivities
+from activities.dossier import DossierActivities
+from activities.letters import LetterTemplates
+from activities.mail import MailActivities
+from complaints import search_attributes
+from complaints.calendar import WorkingDayCalendar
+from dossier.schema import apply_migrations
+from infra.config import ConfigError, Settings, load_settings
+from infra.observability import build_runtime, configure_logging
+from infra.temporal_client import connect, data_converter
 from workflows.analysis import AnnualAnalysisWorkflow
 from workflows.complaint import ComplaintWorkflow
+from workflows.schedule import ensure_annual_schedule
 
 log = logging.getLogger("complaints.worker")
 
@@ -106,16 +107,15 @@ def workflow_runner() -> SandboxedWorkflowRunner:
 
 
 def build_worker(client: Client, settings: Settings, pool: asyncpg.Pool, **options: object) -> Worker:
+    """The worker with every workflow and activity; ``options`` override any Worker argument."""
     calendar = CalendarActivities(WorkingDayCalendar(frozenset(settings.closure_days)))
     dossier = DossierActivities(pool)
     mail = MailActivities(pool, settings, LetterTemplates())
     analysis = AnalysisActivities(pool, settings)
-    return Worker(
-        client,
-        task_queue=settings.task_queue,
-        workflows=[ComplaintWorkflow, AnnualAnalysisWorkflow],
-        workflow_runner=workflow_runner(),
-        activities=[
+    arguments: dict[str, object] = {
+        "workflows": [ComplaintWorkflow, AnnualAnalysisWorkflow],
+        "workflow_runner": workflow_runner(),
+        "activities": [
             calendar.plan_deadline,
             dossier.open_dossier,
             dossier.update_dossier,
@@ -126,8 +126,9 @@ def build_worker(client: Client, settings: Settings, pool: asyncpg.Pool, **optio
             analysis.store_annual_report,
             analysis.mail_annual_report,
         ],
-        **{**worker_options(settings), **options},  # type: ignore[arg-type]
-    )
+        **worker_options(settings),
+    }
+    return Worker(client, task_queue=settings.task_queue, **{**arguments, **options})  # type: ignore[arg-type]
 
 
 async def run(settings: Settings) -> None:

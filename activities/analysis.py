@@ -30,7 +30,6 @@ from temporalio.exceptions import ApplicationError
 from activities.mail import SmtpSender, message_id
 from activities.names import COMPUTE_ANNUAL_REPORT, MAIL_ANNUAL_REPORT, STORE_ANNUAL_REPORT
 from complaints.calendar import AMSTERDAM, local_date
-from complaints.config import Settings
 from complaints.models import (
     ComputedReport,
     ComputeReportInput,
@@ -40,12 +39,14 @@ from complaints.models import (
     StoreReportInput,
 )
 from complaints.report_format import render_html, render_text
+from complaints.terms import JUDGE_MEASURE_AFTER, MEASURE_WINDOW
+from infra.config import Settings
 
 #: Days before a measure compared with (at most) as many days after it.
-WINDOW_DAYS = 180
+WINDOW_DAYS = MEASURE_WINDOW.days
 #: A measure is judged only once this many days after it have passed.
-JUDGE_AFTER_DAYS = 90
-TOO_EARLY = "fewer than 90 days since the measure: too early to judge"
+JUDGE_AFTER_DAYS = JUDGE_MEASURE_AFTER.days
+TOO_EARLY = f"fewer than {JUDGE_MEASURE_AFTER.en()} since the measure: too early to judge"
 ROUTES = ("informal", "formal")
 
 # ------------------------------------------------------------------ the report's SQL
@@ -87,8 +88,8 @@ GROUP BY GROUPING SETS ((route), (channel), (product), (outcome), (month, route)
 """
 
 # $3: the run's local date, $4: the run's moment, $5: the window (days), $6: the year's bounds as above.
-# Before: local dates [recorded_on - 180, recorded_on - 1]; after: [recorded_on + 1, recorded_on + days_after],
-# days_after = the whole days passed between the day of the measure and the day of the run, at most 180.
+# Before: local dates [recorded_on - window, recorded_on - 1]; after: [recorded_on + 1, recorded_on + days_after],
+# days_after = the whole days passed between the day of the measure and the day of the run, at most the window.
 MEASURES_SQL = """
 WITH m AS (
     SELECT complaint_id, sequence, product, measure, recorded_at,
@@ -171,7 +172,7 @@ def _measure(row: asyncpg.Record) -> dict[str, Any]:
         "recorded_on": row["recorded_on"].isoformat(),
         "complaints_before": before,
         "complaints_after": after,
-        # after / days < before / 180, in integers
+        # after / days < before / window, in integers
         "effective": after * WINDOW_DAYS < before * days if judged else None,
     }
     if not judged:

@@ -11,30 +11,14 @@ from datetime import datetime, timezone
 import asyncpg
 from temporalio import activity
 
-from activities.names import OPEN_DOSSIER, PLAN_DEADLINE, PURGE_DOSSIER, UPDATE_DOSSIER
-from complaints.calendar import WorkingDayCalendar
+from activities.names import OPEN_DOSSIER, PURGE_DOSSIER, UPDATE_DOSSIER
 from complaints.models import (
     DossierFacts,
     OpenDossierInput,
     Phase,
-    PlanDeadlinesInput,
-    PlannedDeadline,
     PurgeDossierInput,
     PurgeResult,
 )
-
-
-class CalendarActivities:
-    def __init__(self, calendar: WorkingDayCalendar) -> None:
-        self._calendar = calendar
-
-    @activity.defn(name=PLAN_DEADLINE)
-    async def plan_deadline(self, input: PlanDeadlinesInput) -> PlannedDeadline:
-        """End of the N-th Dutch working day after the day of receipt, and which calendar said so."""
-        return PlannedDeadline(
-            at=self._calendar.deadline_after(input.received_at, input.working_days),
-            calendar=self._calendar.name,
-        )
 
 
 class DossierActivities:

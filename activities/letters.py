@@ -1,4 +1,8 @@
-"""Letters to complainants (Dutch, from templates) and alerts to the General Director."""
+"""Letters to complainants (Dutch, from templates) and alerts to the General Director.
+
+Every term a letter or an alert states comes from complaints/terms.py: templates write
+``$consequences_within``, never "2 weken" (tests/test_terms.py holds them to it).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
+from complaints import terms
 from complaints.calendar import dutch_long_date
 from complaints.models import LetterKind, Outcome, SendAlertInput, SendLetterInput
 
@@ -18,13 +23,16 @@ OUTCOME_NL = {
 }
 
 ALERT_TEXT = {
-    "informal-stalled": "De informele fase loopt al 10 werkdagen zonder oplossing of escalatie.",
-    "acknowledgement-overdue": "De ontvangstbevestiging is niet binnen 3 werkdagen verstuurd.",
-    "resolution-due-soon": "De afhandeltermijn verloopt over 7 dagen en er is nog geen besluit.",
+    "informal-stalled": f"De informele fase loopt al {terms.INFORMAL_STALLED_AFTER.nl()} zonder oplossing of "
+                        "escalatie.",
+    "acknowledgement-overdue": f"De ontvangstbevestiging is niet binnen {terms.ACKNOWLEDGE_WITHIN.nl()} verstuurd.",
+    "resolution-due-soon": f"De afhandeltermijn verloopt over {terms.DUE_SOON_BEFORE.nl()} en er is nog geen "
+                           "besluit.",
     "resolution-overdue": "De afhandeltermijn is (bijna) verstreken zonder besluit.",
-    "consequences-overdue": "De consequenties van het bindend oordeel zijn niet binnen 2 weken opgepakt.",
-    "mediation-stalled": "Er is 10 werkdagen na het uitblijven van overeenstemming nog geen onafhankelijke "
-                         "mediator ingeschakeld.",
+    "consequences-overdue": "De consequenties van het bindend oordeel zijn niet binnen "
+                            f"{terms.CONSEQUENCES_WITHIN.nl()} opgepakt.",
+    "mediation-stalled": f"Er is {terms.MEDIATOR_WITHIN.nl()} na het uitblijven van overeenstemming nog geen "
+                         "onafhankelijke mediator ingeschakeld.",
     "letter-undeliverable": "Een brief aan de indiener kon niet worden bezorgd.",
 }
 
@@ -51,9 +59,11 @@ class LetterTemplates:
         consequences = ""
         if letter.consequences:
             lines = "\n".join(f"- {c}" for c in letter.consequences)
-            by = dutch_long_date(letter.consequences_by) if letter.consequences_by else "binnen 2 weken"
+            by = (dutch_long_date(letter.consequences_by) if letter.consequences_by
+                  else f"binnen {terms.CONSEQUENCES_WITHIN.nl()}")
             consequences = f"Consequenties, die Level Up uiterlijk {by} oppakt:\n{lines}\n"
         body = template.substitute(
+            terms.template_values(),
             complaint_id=letter.complaint_id,
             name=letter.recipient.name,
             product=letter.product,

@@ -14,8 +14,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from email.message import EmailMessage
 from email.headerregistry import Address
+from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 
 import aiosmtplib
@@ -25,9 +25,9 @@ from temporalio.exceptions import ApplicationError
 
 from activities.letters import LetterTemplates, Rendered, render_alert
 from activities.names import SEND_ALERT, SEND_LETTER
-from complaints import metrics
-from complaints.config import Settings
 from complaints.models import AlertSent, LetterSent, SendAlertInput, SendLetterInput
+from infra import metrics
+from infra.config import Settings
 
 UNDELIVERABLE = "LetterUndeliverable"
 

@@ -30,9 +30,9 @@ import asyncpg
 warnings.filterwarnings("ignore", category=UserWarning, module="platformdirs.*")
 
 from activities.analysis import compute_report, report_queries
-from activities.schema import apply_migrations
 from bench.stack import free_port
 from devstack.postgres import LocalPostgres
+from dossier.schema import apply_migrations
 
 COMPLAINTS = 100_000
 MEASURES = 1_000

@@ -27,6 +27,8 @@ from temporalio.client import Client
 from temporalio.common import RetryPolicy
 from temporalio.worker import Worker
 
+from infra.cli import exit_process
+
 with workflow.unsafe.imports_passed_through():
     import aiosmtplib
     import asyncpg
@@ -104,7 +106,7 @@ class BaselineActivities:
 
 
 async def run_worker() -> None:
-    from complaints.config import load_settings
+    from infra.config import load_settings
     from worker import worker_options
 
     settings = load_settings()  # the same WORKER_* tuning and pool size as the product's worker
@@ -149,6 +151,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    code = main(sys.argv[1:])
-    sys.stdout.flush()
-    os._exit(code)  # see starter/__main__.py: skip teardown of the client's Rust threads
+    exit_process(main(sys.argv[1:]))

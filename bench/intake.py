@@ -47,11 +47,12 @@ warnings.filterwarnings("ignore", category=UserWarning, module="platformdirs.*")
 from bench.baseline import INTAKE_ACTIVITIES  # noqa: E402
 from bench.stack import (  # noqa: E402
     REPO, DevServer, Mailbox, Process, child_env, free_port, percentile, wait_for_poller)
-from complaints.codec import parse_keys  # noqa: E402
-from complaints.config import Settings  # noqa: E402
 from complaints.models import DecideInput, Outcome  # noqa: E402
-from complaints.temporal_client import data_converter  # noqa: E402
 from devstack.postgres import LocalPostgres  # noqa: E402
+from infra.cli import exit_process  # noqa: E402
+from infra.codec import parse_keys  # noqa: E402
+from infra.config import Settings  # noqa: E402
+from infra.temporal_client import data_converter  # noqa: E402
 from workflows.complaint import ComplaintWorkflow  # noqa: E402
 
 TARGET_THROUGHPUT_RATIO = 0.7
@@ -447,6 +448,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    os._exit(code)
+    exit_process(main())

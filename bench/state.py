@@ -16,9 +16,9 @@ Prints one JSON object and a table.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import statistics
@@ -36,12 +36,12 @@ from temporalio.worker import Replayer
 warnings.filterwarnings("ignore", category=UserWarning, module="platformdirs.*")
 
 from bench.intake import SQLITE_PRAGMAS, complaint  # noqa: E402
-from bench.stack import (  # noqa: E402
-    REPO, DevServer, Mailbox, Process, child_env, free_port, percentile, wait_for_poller)
-from complaints.codec import parse_keys  # noqa: E402
-from complaints.config import Settings  # noqa: E402
-from complaints.temporal_client import data_converter  # noqa: E402
+from bench.stack import REPO, DevServer, Mailbox, Process, child_env, free_port, percentile, wait_for_poller  # noqa: E402
 from devstack.postgres import LocalPostgres  # noqa: E402
+from infra.cli import exit_process  # noqa: E402
+from infra.codec import parse_keys  # noqa: E402
+from infra.config import Settings  # noqa: E402
+from infra.temporal_client import data_converter  # noqa: E402
 from worker import workflow_runner  # noqa: E402
 from workflows.complaint import ComplaintWorkflow  # noqa: E402
 
@@ -190,6 +190,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    os._exit(code)
+    exit_process(main())

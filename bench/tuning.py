@@ -1,7 +1,7 @@
 """``python -m bench.tuning``: the product's burst under different worker tunings.
 
 Not part of ``make bench`` (it takes a few minutes per setting); it is how the WORKER_*
-defaults in complaints/config.py were chosen (BENCHMARKS.md). Each setting gets its own
+defaults in infra/config.py were chosen (BENCHMARKS.md). Each setting gets its own
 worker on the same fresh dev server, PostgreSQL and SMTP server, after one warm-up burst;
 settings are run in turn, ``--rounds`` times, and the medians reported.
 
@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 from bench.intake import Bench, Burst
+from infra.cli import exit_process
 
 SETTINGS: dict[str, dict[str, str]] = {
     "defaults": {},
@@ -65,6 +65,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    os._exit(code)
+    exit_process(main())

@@ -2,13 +2,15 @@
 text) and HTML (the director's mail), in English or Dutch.
 
 The report itself is the JSON of the contract (README, "The yearly analysis"); this module
-only lays it out.
+only lays it out. The terms its labels state come from complaints/terms.py.
 """
 
 from __future__ import annotations
 
 from html import escape
 from typing import Any, Literal
+
+from complaints.terms import ACKNOWLEDGE_WITHIN, CONSEQUENCES_WITHIN, JUDGE_MEASURE_AFTER, MEASURE_WINDOW
 
 Lang = Literal["en", "nl"]
 
@@ -24,16 +26,17 @@ LABELS: dict[str, dict[Lang, str]] = {
     "product": {"en": "product", "nl": "product"},
     "procedure": {"en": "The procedure", "nl": "De procedure"},
     "escalated_to_formal": {"en": "escalated to the formal procedure", "nl": "geëscaleerd naar formeel"},
-    "acknowledged_on_time": {"en": "acknowledged within 3 working days", "nl": "ontvangst binnen 3 werkdagen bevestigd"},
+    "acknowledged_on_time": {"en": f"acknowledged within {ACKNOWLEDGE_WITHIN.en()}",
+                             "nl": f"ontvangst binnen {ACKNOWLEDGE_WITHIN.nl()} bevestigd"},
     "decided_within_term": {"en": "decided within the term", "nl": "binnen de termijn besloten"},
     "extended": {"en": "term extended", "nl": "termijn verlengd"},
     "mediated": {"en": "went to mediation", "nl": "naar bemiddeling"},
-    "consequences_on_time": {"en": "consequences picked up within 2 weeks",
-                             "nl": "consequenties binnen 2 weken opgepakt"},
+    "consequences_on_time": {"en": f"consequences picked up within {CONSEQUENCES_WITHIN.en()}",
+                             "nl": f"consequenties binnen {CONSEQUENCES_WITHIN.nl()} opgepakt"},
     "median_days_to_close": {"en": "median days to close", "nl": "mediaan dagen tot afsluiting"},
     "of": {"en": "of", "nl": "van"},
-    "measures": {"en": "Measures: complaints about the product in the 180 days before and after",
-                 "nl": "Maatregelen: klachten over het product in de 180 dagen ervoor en erna"},
+    "measures": {"en": f"Measures: complaints about the product in the {MEASURE_WINDOW.en()} before and after",
+                 "nl": f"Maatregelen: klachten over het product in de {MEASURE_WINDOW.nl()} ervoor en erna"},
     "no_measures": {"en": "no measures recorded this year", "nl": "geen maatregelen vastgelegd dit jaar"},
     "recorded_on": {"en": "recorded", "nl": "vastgelegd"},
     "before": {"en": "before", "nl": "ervoor"},
@@ -42,8 +45,8 @@ LABELS: dict[str, dict[Lang, str]] = {
     "measure": {"en": "measure", "nl": "maatregel"},
     "yes": {"en": "yes", "nl": "ja"},
     "no": {"en": "no", "nl": "nee"},
-    "too_early": {"en": "too early to judge (fewer than 90 days since the measure)",
-                  "nl": "te vroeg om te beoordelen (minder dan 90 dagen sinds de maatregel)"},
+    "too_early": {"en": f"too early to judge (fewer than {JUDGE_MEASURE_AFTER.en()} since the measure)",
+                  "nl": f"te vroeg om te beoordelen (minder dan {JUDGE_MEASURE_AFTER.nl()} sinds de maatregel)"},
     "none": {"en": "none", "nl": "geen"},
 }
 

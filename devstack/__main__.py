@@ -4,7 +4,7 @@ Starts, in order, and waits until each is ready:
 
 - PostgreSQL (embedded, ``pgserver``) with database ``complaints``, data in ``DATA/postgres``;
 - an SMTP server that saves every message as an ``.eml`` file in ``DATA/mail/``;
-- the codec server (``complaints/codec_server.py``, in this process, on 127.0.0.1 without a
+- the codec server (``infra/codec_server.py``, in this process, on 127.0.0.1 without a
   token) with the worker's keys, answering only the Web UI's origin;
 - the Temporal dev server (Web UI included, decoding payloads through the codec server)
   persisting to ``DATA/temporal.db``, with per-workflow time skipping enabled; its log goes

@@ -22,11 +22,11 @@ from typing import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
-from complaints.codec import KeyConfigError, new_key_entry
-from complaints.codec_server import build_app as build_codec_app
-from complaints.config import (DEV_DATA_DIR, DEV_POSTGRES_PORT, REPO_ROOT, ConfigError, Settings,
-                               load_settings)
 from devstack.smtp import MailCatcher
+from infra.cli import first_line
+from infra.codec import KeyConfigError, new_key_entry
+from infra.codec_server import build_app as build_codec_app
+from infra.config import DEV_DATA_DIR, DEV_POSTGRES_PORT, REPO_ROOT, ConfigError, Settings, load_settings
 
 with warnings.catch_warnings():  # pgserver's platformdirs warns when XDG_RUNTIME_DIR is unset
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
@@ -164,8 +164,7 @@ class Stack:
         except (RuntimeError, OSError, subprocess.SubprocessError) as err:
             if self.stop_requested.is_set():  # Ctrl-C reaches initdb and psql too
                 raise Interrupted from None
-            detail = (str(err).strip() or type(err).__name__).splitlines()[0]
-            raise StackError(f"PostgreSQL: {detail}") from None
+            raise StackError(f"PostgreSQL: {first_line(err)}") from None
         await self._sleep(0)
         try:
             self.mail = MailCatcher(cfg.smtp_port, directory=cfg.data_dir / "mail", keep_in_memory=False).start()

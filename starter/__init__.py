@@ -2,9 +2,7 @@
 
 For intake services (a mail gateway, a letter scanner) in Python::
 
-    from complaints.config import load_settings
-    from complaints.temporal_client import connect
-    from starter import parse_complaints, submit_complaints
+    from starter import connect, load_settings, parse_complaints, submit_complaints
 
     settings = load_settings()
     client = await connect(settings)
@@ -40,11 +38,15 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from complaints import search_attributes as sa
 from complaints.ids import complaint_id_for
 from complaints.models import ComplaintSubmission, ComplaintWorkflowInput, Phase, Route
+from infra.config import load_settings
+from infra.temporal_client import connect
 from workflows.complaint import ComplaintWorkflow
 
 __all__ = [
     "IntakeError",
     "SubmitResult",
+    "connect",
+    "load_settings",
     "parse_complaints",
     "validate_complaints",
     "submit_complaint",

@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 
-from complaints.config import ConfigError, load_settings
-from complaints.observability import flush_traces
-from complaints.temporal_client import connect
+from infra.cli import CliError, connect_or_fail, exit_process, fail, first_line
+from infra.config import ConfigError, load_settings
 from starter import IntakeError, parse_complaints, submit_complaints
+
+PROG = "starter"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,30 +42,22 @@ async def _submit(data: bytes, as_json: bool) -> int:
     try:
         settings = load_settings()
     except ConfigError as err:
-        print(f"starter: {err}", file=sys.stderr)
-        return 2
+        return fail(PROG, 2, str(err))
     try:
         complaints = parse_complaints(data)
     except IntakeError as err:
         for problem in err.problems:
             print(problem, file=sys.stderr)
-        print(f"starter: nothing was started ({len(err.problems)} problem(s))", file=sys.stderr)
-        return 2
+        return fail(PROG, 2, f"nothing was started ({len(err.problems)} problem(s))")
     try:
-        client = await connect(settings)
-    except ConfigError as err:
-        print(f"starter: {err}", file=sys.stderr)
-        return 2
-    except Exception as err:  # noqa: BLE001 - any connection failure is one line for the user
-        print(f"starter: cannot reach Temporal at {settings.temporal_address}: {_first_line(err)}",
-              file=sys.stderr)
-        return 1
+        client = await connect_or_fail(settings)
+    except CliError as err:
+        return fail(PROG, err.code, err.message)
     try:
         results = await submit_complaints(client, complaints, task_queue=settings.task_queue)
     except Exception as err:  # noqa: BLE001
-        print(f"starter: submitting failed: {_first_line(err)} (submitting again is safe: "
-              "complaints already started are not started twice)", file=sys.stderr)
-        return 1
+        return fail(PROG, 1, f"submitting failed: {first_line(err)} (submitting again is safe: "
+                             "complaints already started are not started twice)")
     for result in results:
         if as_json:
             print(json.dumps({"complaint_id": result.complaint_id, "created": result.created}))
@@ -74,29 +66,14 @@ async def _submit(data: bytes, as_json: bool) -> int:
     return 0
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip() or type(err).__name__
-    return text.splitlines()[0]
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         data = _read(args.file)
     except OSError as err:
-        print(f"starter: cannot read {args.file}: {err.strerror}", file=sys.stderr)
-        return 2
+        return fail(PROG, 2, f"cannot read {args.file}: {err.strerror}")
     return asyncio.run(_submit(data, args.json))
 
 
 if __name__ == "__main__":
-    code = main()
-    flush_traces()  # os._exit below skips the span exporter's own flush
-    # Skip interpreter teardown: the Temporal client's Rust threads can crash a short-lived
-    # process while Python finalizes (SIGABRT/SIGSEGV after the output; temporalio/sdk-python#300).
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except OSError:
-        code = code or 1
-    os._exit(code)
+    exit_process(main())

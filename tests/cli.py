@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import base64
+import json
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from complaints.config import Settings
+from infra.config import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -27,11 +27,11 @@ import pytest_asyncio
 from temporalio.client import Client
 from temporalio.testing import TimeSkippingConfig, WorkflowEnvironment
 
-from complaints.codec import parse_keys, new_key_entry
-from complaints.config import Settings
-from complaints.temporal_client import data_converter
 from devstack.postgres import LocalPostgres
 from devstack.smtp import MailCatcher
+from infra.codec import new_key_entry, parse_keys
+from infra.config import Settings
+from infra.temporal_client import data_converter
 from worker import build_worker, create_pool, register_search_attributes
 
 BIN = Path(sys.executable).parent

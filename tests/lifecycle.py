@@ -25,13 +25,12 @@ import asyncpg
 import holidays
 import pytest
 from temporalio.api.enums.v1 import EventType
-from temporalio.service import RPCError, RPCStatusCode
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from complaints import search_attributes as sa
-from complaints.config import Settings
 from complaints.models import (
     AlertKind,
     ComplaintSubmission,
@@ -45,6 +44,7 @@ from complaints.models import (
     VerdictInput,
 )
 from devstack.smtp import MailCatcher
+from infra.config import Settings
 from starter import submit_complaint
 from tests.factories import complaint_json
 from workflows.complaint import ComplaintWorkflow

@@ -15,8 +15,6 @@ from temporalio.testing import ActivityEnvironment
 from activities.dossier import DossierActivities
 from activities.letters import LetterTemplates
 from activities.mail import MailActivities
-from activities.schema import apply_migrations
-from complaints.config import Settings
 from complaints.models import (
     AlertKind,
     ComplaintSubmission,
@@ -35,6 +33,8 @@ from complaints.models import (
     SendLetterInput,
 )
 from devstack.smtp import MailCatcher
+from dossier.schema import apply_migrations
+from infra.config import Settings
 from tests.conftest import free_port
 from tests.factories import complaint_json
 

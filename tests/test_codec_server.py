@@ -17,9 +17,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 
-from complaints.codec import ENCODING, KEY_ID_FIELD, EncryptionCodec, new_key_entry, parse_keys
-from complaints.codec_server import SESSION_COOKIE, SESSION_TTL, SESSIONS, Sessions, build_app
-from complaints.config import Settings
+from infra.codec import ENCODING, KEY_ID_FIELD, EncryptionCodec, new_key_entry, parse_keys
+from infra.codec_server import SESSION_COOKIE, SESSION_TTL, SESSIONS, Sessions, build_app
+from infra.config import Settings
 from tests.cli import REPO, run_cli
 
 UI = "http://localhost:8233"
@@ -333,7 +333,7 @@ async def test_a_tampered_payload_is_a_400() -> None:
 async def test_the_command_exits_2_with_one_line_without_a_key() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPLAINTS_", "CODEC_"))}
     env.update(COMPLAINTS_ENCRYPTION_KEYS_FILE=str(REPO / "no-such-keys-file"), PYTHONPATH=str(REPO))
-    result = await run_cli("-m", "complaints.codec_server", env=env, timeout=30)
+    result = await run_cli("-m", "infra.codec_server", env=env, timeout=30)
     assert result.code == 2, result
     assert len(result.err.strip().splitlines()) == 1 and "no encryption key" in result.err
 
@@ -342,6 +342,6 @@ async def test_the_command_refuses_a_public_address_without_a_token() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPLAINTS_", "CODEC_"))}
     env.update(COMPLAINTS_ENCRYPTION_KEYS=new_key_entry("k"), CODEC_SERVER_HOST="0.0.0.0",
                PYTHONPATH=str(REPO))
-    result = await run_cli("-m", "complaints.codec_server", env=env, timeout=30)
+    result = await run_cli("-m", "infra.codec_server", env=env, timeout=30)
     assert result.code == 2, result
     assert "CODEC_SERVER_TOKEN" in result.err

@@ -10,7 +10,6 @@ from google.protobuf.message import Message
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, WorkflowHandle
 
-from complaints.codec import EncryptionCodec
 from complaints.models import (
     DecideInput,
     DisagreeInput,
@@ -21,6 +20,7 @@ from complaints.models import (
     Phase,
     VerdictInput,
 )
+from infra.codec import EncryptionCodec
 from tests.lifecycle import advance, start_complaint, wait_letter, wait_view
 from workflows.complaint import ComplaintWorkflow
 

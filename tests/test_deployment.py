@@ -39,7 +39,7 @@ CONSTRAINTS = ROOT / "constraints.txt"
 PYPROJECT = ROOT / "pyproject.toml"
 
 #: Where the application's own code lives (tests and benchmarks do not count as "the code reads it").
-APP_SOURCES = ("complaints", "activities", "workflows", "starter", "worker.py", "admin.py")
+APP_SOURCES = ("complaints", "infra", "dossier", "activities", "workflows", "starter", "worker.py", "admin.py")
 #: Values the secrets get in these checks (the committed example leaves them empty).
 SECRETS = ("POSTGRES_PASSWORD", "TEMPORAL_DB_PASSWORD", "COMPLAINTS_DB_PASSWORD",
            "COMPLAINTS_ENCRYPTION_KEYS", "CODEC_SERVER_TOKEN")
@@ -151,8 +151,8 @@ def worker() -> str:
 
 
 def codec_server() -> str:
-    return find_service("codec server (python -m complaints.codec_server)",
-                        lambda name, _: "complaints.codec_server" in command_text(name))
+    return find_service("codec server (python -m infra.codec_server)",
+                        lambda name, _: "infra.codec_server" in command_text(name))
 
 
 def job(script: str) -> str:
@@ -348,7 +348,7 @@ def test_web_ui_reaches_temporal_and_the_codec_server_as_the_browser_sees_it() -
 
 def test_the_web_ui_sends_the_codec_servers_login_cookie() -> None:
     """The browser cannot send the codec token; it logs in at the codec server's /login once and the
-    UI includes that SameSite=Strict cookie in its /decode fetches (complaints/codec_server.py)."""
+    UI includes that SameSite=Strict cookie in its /decode fetches (infra/codec_server.py)."""
     ui, codec = image_service("temporalio/ui:"), codec_server()
     ui_env = environment(ui)
     assert ui_env.get("TEMPORAL_CODEC_INCLUDE_CREDENTIALS") == "true", \
@@ -364,7 +364,7 @@ def test_the_web_ui_sends_the_codec_servers_login_cookie() -> None:
 
 
 def test_codec_server_listening_beyond_loopback_has_a_token() -> None:
-    """complaints/codec_server.py refuses a non-loopback bind address without CODEC_SERVER_TOKEN."""
+    """infra/codec_server.py refuses a non-loopback bind address without CODEC_SERVER_TOKEN."""
     codec_env = environment(codec_server())
     assert codec_env.get("CODEC_SERVER_HOST") == "0.0.0.0", \
         "the codec server must listen on its container's interfaces"
@@ -396,8 +396,8 @@ def test_every_variable_set_for_the_app_is_read_by_the_code() -> None:
 
 
 def test_worker_environment_points_at_the_stack_and_loads() -> None:
-    from complaints.codec import new_key_entry
-    from complaints.config import load_settings
+    from infra.codec import new_key_entry
+    from infra.config import load_settings
 
     env = environment(worker())
     postgres, server = image_service("postgres:"), image_service("temporalio/server:")
@@ -471,7 +471,7 @@ def test_real_env_files_are_ignored_by_git_and_docker() -> None:
 
 
 def test_the_documented_key_command_makes_a_valid_key() -> None:
-    from complaints.codec import parse_keys
+    from infra.codec import parse_keys
 
     line = next((line for line in ENV_EXAMPLE.read_text(encoding="utf-8").splitlines()
                  if "python3 -c" in line and "urandom(32)" in line), None)
@@ -581,6 +581,38 @@ def test_namespace_job_registers_the_search_attributes_the_code_defines() -> Non
     in_code = {key.name: cli_type(key.indexed_value_type) for key in search_attributes.ALL}
     assert in_script == in_code, \
         f"create-namespace.sh registers {in_script}, complaints/search_attributes.py has {in_code}"
+
+
+async def test_namespace_job_prepares_a_real_server_and_can_run_again(env: Any) -> None:
+    """create-namespace.sh against the session's dev server, with the Temporal CLI that make test
+    installs: the namespace with its retention and every search attribute; a second run (every
+    `docker compose up`) changes nothing and succeeds."""
+    import uuid
+
+    from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+    from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
+
+    from complaints import search_attributes
+    from devstack.stack import NAMESPACE_RETENTION
+
+    namespace = f"complaints-{uuid.uuid4().hex[:8]}"
+    script = ROOT / "deploy" / "temporal" / "create-namespace.sh"
+    run_env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "TEMPORAL_NAMESPACE": namespace,
+               "TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
+               "TEMPORAL_NAMESPACE_RETENTION": NAMESPACE_RETENTION}
+    outputs = []
+    for _ in range(2):
+        done = subprocess.run(["sh", str(script)], env=run_env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout)
+    assert f"created {namespace} with retention {NAMESPACE_RETENTION}" in outputs[0]
+    assert outputs[0].count("added search attribute") == len(search_attributes.ALL)
+    assert f"{namespace} exists" in outputs[1] and "added search attribute" not in outputs[1]
+    described = await env.client.workflow_service.describe_namespace(DescribeNamespaceRequest(namespace=namespace))
+    assert described.config.workflow_execution_retention_ttl.ToTimedelta().total_seconds() == 720 * 3600
+    listed = await env.client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=namespace))
+    assert {key.name for key in search_attributes.ALL} <= set(listed.custom_attributes)
 
 
 # --- the image and the lock -----------------------------------------------------------------

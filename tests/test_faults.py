@@ -21,9 +21,9 @@ from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.testing import TimeSkipper
 
 from complaints import search_attributes
-from complaints.temporal_client import connect
 from devstack.postgres import LocalPostgres
 from devstack.smtp import MailCatcher
+from infra.temporal_client import connect
 from tests.cli import cli_env, run_cli
 from tests.conftest import TEMPORAL_CLI, TIME_SKIPPING_FLAG, free_port
 from tests.factories import complaint_json

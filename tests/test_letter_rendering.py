@@ -55,7 +55,6 @@ from temporalio.testing import ActivityEnvironment
 from activities.dossier import DossierActivities
 from activities.letters import LetterTemplates, Rendered
 from activities.mail import MailActivities, SmtpSender, message_id
-from complaints.config import Settings
 from complaints.models import (
     ComplaintSubmission,
     LetterKind,
@@ -65,6 +64,7 @@ from complaints.models import (
     SendLetterInput,
 )
 from devstack.smtp import MailCatcher
+from infra.config import Settings
 from starter import IntakeError, parse_complaints
 from tests.conftest import free_port
 from tests.factories import complaint_json

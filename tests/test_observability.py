@@ -34,8 +34,6 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.testing import WorkflowEnvironment
 
-from complaints import observability
-from complaints.config import Settings, load_settings
 from complaints.models import (
     AlertKind,
     ConsequencesPickedUpInput,
@@ -49,10 +47,12 @@ from complaints.models import (
     ResendInput,
     VerdictInput,
 )
-from complaints.observability import JsonFormatter, TextFormatter
-from complaints.temporal_client import connect
 from devstack import smtp
 from devstack.smtp import MailCatcher
+from infra import observability
+from infra.config import Settings, load_settings
+from infra.observability import JsonFormatter, TextFormatter
+from infra.temporal_client import connect
 from tests.cli import REPO, cli_env
 from tests.conftest import ENCRYPTION_KEYS, free_port
 from tests.lifecycle import (
@@ -292,7 +292,7 @@ def test_configure_logging_writes_json_lines_at_the_configured_level(capsys: pyt
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318", "OTEL_EXPORTER_OTLP_ENDPOINT: 'collector:4318' must start"),
 ])
 def test_observability_settings_are_checked_at_start(variable: str, value: str, message: str) -> None:
-    from complaints.config import ConfigError
+    from infra.config import ConfigError
 
     with pytest.raises(ConfigError) as info:
         load_settings({"COMPLAINTS_ENCRYPTION_KEYS": ENCRYPTION_KEYS, variable: value})
@@ -300,7 +300,7 @@ def test_observability_settings_are_checked_at_start(variable: str, value: str, 
 
 
 def test_only_otlp_over_http_is_accepted() -> None:
-    from complaints.config import ConfigError
+    from infra.config import ConfigError
 
     env = {"COMPLAINTS_ENCRYPTION_KEYS": ENCRYPTION_KEYS, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"}
     with pytest.raises(ConfigError, match="^OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' is not supported"):

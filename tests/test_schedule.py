@@ -8,8 +8,8 @@ from datetime import datetime, timedelta, timezone
 from temporalio.client import Client, ScheduleActionStartWorkflow, ScheduleOverlapPolicy
 
 from complaints.models import AnnualAnalysisInput
-from complaints.schedule import SCHEDULE_ID, ensure_annual_schedule
 from tests.lifecycle import eventually
+from workflows.schedule import SCHEDULE_ID, ensure_annual_schedule
 
 WAIT = 30.0  # the scheduler applies a pause or an update a moment after the call returns
 

@@ -29,10 +29,10 @@ from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.service import TLSConfig
 from temporalio.testing import WorkflowEnvironment
 
-from complaints.config import ConfigError, Settings, load_settings
 from complaints.models import LetterKind
-from complaints.temporal_client import connect, tls_config
 from devstack.smtp import MailCatcher
+from infra.config import ConfigError, Settings, load_settings
+from infra.temporal_client import connect, tls_config
 from tests.conftest import ENCRYPTION_KEYS
 from tests.lifecycle import start_formal, wait_letter
 from worker import build_worker

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from temporalio.worker import PollerBehaviorSimpleMaximum
 
-from complaints.config import ConfigError, load_settings
+from infra.config import ConfigError, load_settings
 from worker import worker_options
 
 

@@ -1,0 +1,1 @@
+"""The workflows (one complaint; the yearly analysis), their activity options, and the analysis schedule."""

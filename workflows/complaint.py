@@ -1,11 +1,12 @@
-"""One complaint, from receipt to the erasure of its personal data a year after closing.
+"""One complaint, from receipt to the erasure of its personal data after its retention term.
 
 The run method reads like Level Up's complaint procedure: the informal phase,
 the formal procedure with its acknowledgement and resolution terms, the decision,
 mediation with its binding verdict, the consequences, and the year in the dossier.
 Staff act through updates; each is validated against the phase before it touches
 history. Letters, alerts and the dossier are written by two background loops so
-that a slow mail server never blocks staff or the procedure's timers.
+that a slow mail server never blocks staff or the procedure's timers. The procedure's terms
+(``ACKNOWLEDGE_WITHIN`` and the others) live in complaints/terms.py.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from datetime import datetime, timedelta
 from typing import Awaitable, Callable
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -27,8 +27,8 @@ with workflow.unsafe.imports_passed_through():
         SEND_LETTER,
         UPDATE_DOSSIER,
     )
-    from complaints import metrics
     from complaints import search_attributes as sa
+    from complaints import terms
     from complaints.calendar import end_of_day, local_date
     from complaints.models import (
         OPEN_PHASES,
@@ -71,30 +71,30 @@ with workflow.unsafe.imports_passed_through():
         VerdictInput,
         WithdrawInput,
     )
+    from complaints.views import anonymous, open_alerts
+    from infra import metrics
+    from workflows.policies import (
+        ACTIVITY_TIMEOUT,
+        CALENDAR_TIMEOUT,
+        DOSSIER_RETRY,
+        MAIL_RETRY,
+        failure_reason,
+    )
 
-# The procedure's terms.
-ACKNOWLEDGE_WITHIN_WORKING_DAYS = 3
-INFORMAL_STALLED_AFTER_WORKING_DAYS = 10
-MEDIATOR_WITHIN_WORKING_DAYS = 10
+#: The ``mediation-stalled`` alert (no mediator engaged within its term) was added while complaints
+#: were already running; complaints that were in mediation before it replay without its timer.
+#: How this patch is retired, each step proven by ``tests/test_patches.py`` against real histories:
+#:
+#: 1. Deprecate, once no complaint that entered mediation before the patch can replay any more: every
+#:    complaint started before the patch was deployed has left its first run (Web UI or CLI query
+#:    ``WorkflowType = 'ComplaintWorkflow' AND ExecutionStatus = 'Running' AND ComplaintPhase != 'closed'
+#:    AND StartTime < '<the patch's deploy time>'`` finds none). Then ``_mediation_phase`` calls
+#:    ``workflow.deprecate_patch(MEDIATION_STALLED_PATCH)`` and plans the deadline without the ``if``;
+#:    move the pre-patch histories out of the replay test (they can no longer replay, by design).
+#: 2. Remove the ``deprecate_patch`` call, once every complaint that ran the ``patched`` code has left
+#:    its first run (the same query with the deploy time of step 1): histories written in step 1 carry
+#:    a deprecated marker, which code without the call replays; histories of step 0 do not.
 MEDIATION_STALLED_PATCH = "mediation-stalled-alert"
-RESOLVE_WITHIN = timedelta(days=28)
-DUE_SOON_BEFORE = timedelta(days=7)
-AUTO_EXTEND_BEFORE = timedelta(hours=24)
-DEFAULT_EXTENSION = timedelta(days=28)
-OBJECTION_WINDOW = timedelta(days=14)
-CONSEQUENCES_WITHIN = timedelta(days=14)
-RETENTION_YEARS = 1
-
-# Letters and alerts retry until the mail server takes them (an outage must not lose
-# a letter); the dossier likewise retries until PostgreSQL is back.
-MAIL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2.0,
-                         maximum_interval=timedelta(minutes=5))
-DOSSIER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
-                            maximum_interval=timedelta(minutes=1))
-ACTIVITY_TIMEOUT = timedelta(seconds=30)  # a killed worker's activities are retried after this
-
-# What a resent letter repeats of the refused one (the recipient and terms are current).
-_LETTER_CONTENT = {"outcome", "motivation", "note", "mediator", "consequences"}
 
 # Refusal types, so that callers can tell "not now" from "not like that".
 NOT_ALLOWED = "ActionNotAllowed"
@@ -110,26 +110,30 @@ class _Deadline:
 
     __slots__ = ("at", "summary", "fire")
 
-    def __init__(self, at: datetime, summary: str, fire: Callable[[], Awaitable[None] | None]) -> None:
+    def __init__(self, at: datetime, summary: str, fire: Callable[[], None]) -> None:
         self.at, self.summary, self.fire = at, summary, fire
 
 
-def _add_years(moment: datetime, years: int) -> datetime:
-    try:
-        return moment.replace(year=moment.year + years)
-    except ValueError:  # 29 February
-        return moment.replace(year=moment.year + years, day=28)
+def _nothing() -> None:
+    """A deadline that only ends a wait."""
 
 
 @workflow.defn
 class ComplaintWorkflow:
     @workflow.init
     def __init__(self, input: ComplaintWorkflowInput) -> None:
+        #: Each open phase and the method that runs it: every phase has the same shape (plan its
+        #: deadlines once, then follow them until a staff action or a deadline ends the phase).
+        self._phases: dict[Phase, Callable[[], Awaitable[None]]] = {
+            Phase.INFORMAL: self._informal_phase,
+            Phase.FORMAL: self._formal_phase,
+            Phase.DECIDED: self._decided_phase,
+            Phase.MEDIATION: self._mediation_phase,
+            Phase.CONSEQUENCES: self._consequences_phase,
+        }
         self._version = 0
         self._mail: list[SendLetterInput | SendAlertInput] = []
-        self._mail_busy = False
         self._dossier_synced = -1
-        self._dossier_busy = False
         self._published: tuple[object, ...] = ()
         #: Letters the mail server refused permanently, by kind, until staff resend them.
         self._undelivered: dict[LetterKind, SendLetterInput] = {}
@@ -181,23 +185,15 @@ class ComplaintWorkflow:
             self._publish()
             phase = self._view.phase
             workflow.logger.info("phase %s", phase.value, extra={"phase": phase.value})
-            if phase is Phase.INFORMAL:
-                await self._informal_phase()
-            elif phase is Phase.FORMAL:
-                await self._formal_phase()
-            elif phase is Phase.DECIDED:
-                await self._decided_phase()
-            elif phase is Phase.MEDIATION:
-                await self._mediation_phase()
-            elif phase is Phase.CONSEQUENCES:
-                await self._consequences_phase()
+            await self._phases[phase]()
 
     async def _informal_phase(self) -> None:
-        """A manager or external officer talks it through; staff resolve or escalate."""
+        """A manager or external officer talks it through; staff resolve or escalate (the director hears of it
+        after ``INFORMAL_STALLED_AFTER``)."""
         d = self._view.deadlines
         if d.informal_stalled_at is None:
-            planned = await self._plan(self._view.received_at, INFORMAL_STALLED_AFTER_WORKING_DAYS,
-                                       "plan the informal phase (10 working days)")
+            planned = await self._plan(self._view.received_at, terms.INFORMAL_STALLED_AFTER,
+                                       "plan the informal phase")
             d.informal_stalled_at = planned.at
             self._view.calendar = planned.calendar
             self._changed()
@@ -207,16 +203,16 @@ class ComplaintWorkflow:
         d = self._view.deadlines
         if d.informal_stalled_at is None or self._alerted(AlertKind.INFORMAL_STALLED):
             return []
-        return [_Deadline(d.informal_stalled_at, "informal phase stalled (10 working days)",
-                          lambda: self._alert(AlertKind.INFORMAL_STALLED, d.informal_stalled_at))]
+        return [self._alert_when(d.informal_stalled_at, AlertKind.INFORMAL_STALLED,
+                                 f"informal phase stalled ({terms.INFORMAL_STALLED_AFTER.en()})")]
 
     async def _formal_phase(self) -> None:
-        """Acknowledge within 3 working days; resolve within 4 weeks or announce the new term."""
+        """Acknowledge within ``ACKNOWLEDGE_WITHIN``; resolve within ``RESOLVE_WITHIN`` or announce the new term."""
         d = self._view.deadlines
         assert self._view.formal_received_at is not None
         if d.acknowledge_by is None:
-            planned = await self._plan(self._view.formal_received_at, ACKNOWLEDGE_WITHIN_WORKING_DAYS,
-                                       "plan the acknowledgement deadline (3 working days)")
+            planned = await self._plan(self._view.formal_received_at, terms.ACKNOWLEDGE_WITHIN,
+                                       "plan the acknowledgement deadline")
             d.acknowledge_by = planned.at
             self._view.calendar = planned.calendar
             self._letter(LetterKind.ACKNOWLEDGEMENT)
@@ -228,61 +224,72 @@ class ComplaintWorkflow:
         assert d.resolve_by is not None and d.acknowledge_by is not None
         found = []
         if v.acknowledged_at is None and not self._alerted(AlertKind.ACKNOWLEDGEMENT_OVERDUE):
-            found.append(_Deadline(d.acknowledge_by, "acknowledgement deadline (3 working days)",
-                                   lambda: self._alert(AlertKind.ACKNOWLEDGEMENT_OVERDUE, d.acknowledge_by)))
+            found.append(self._alert_when(d.acknowledge_by, AlertKind.ACKNOWLEDGEMENT_OVERDUE,
+                                          f"acknowledgement deadline ({terms.ACKNOWLEDGE_WITHIN.en()})"))
         if not self._alerted(AlertKind.RESOLUTION_DUE_SOON, d.resolve_by):
-            found.append(_Deadline(d.resolve_by - DUE_SOON_BEFORE, "resolution term ends in 7 days",
-                                   lambda: self._alert(AlertKind.RESOLUTION_DUE_SOON, d.resolve_by)))
+            found.append(self._alert_when(terms.DUE_SOON_BEFORE.before(d.resolve_by), AlertKind.RESOLUTION_DUE_SOON,
+                                          f"resolution term ends in {terms.DUE_SOON_BEFORE.en()}",
+                                          about=d.resolve_by))
         if v.extensions == 0:
-            found.append(_Deadline(d.resolve_by - AUTO_EXTEND_BEFORE,
-                                   "24 hours before the resolution term: announce the new term",
+            found.append(_Deadline(terms.AUTO_EXTEND_BEFORE.before(d.resolve_by),
+                                   f"{terms.AUTO_EXTEND_BEFORE.en()} before the resolution term: announce the new term",
                                    self._extend_by_default))
         elif not self._alerted(AlertKind.RESOLUTION_OVERDUE, d.resolve_by):
-            found.append(_Deadline(d.resolve_by, "extended resolution term",
-                                   lambda: self._alert(AlertKind.RESOLUTION_OVERDUE, d.resolve_by)))
+            found.append(self._alert_when(d.resolve_by, AlertKind.RESOLUTION_OVERDUE, "extended resolution term"))
         return found
 
     def _extend_by_default(self) -> None:
         d = self._view.deadlines
         assert d.resolve_by is not None
         self._alert(AlertKind.RESOLUTION_OVERDUE, d.resolve_by)
-        self._extend(d.resolve_by + DEFAULT_EXTENSION, "system",
-                     "no decision 24 hours before the term: extended by the default term of 4 weeks")
+        self._extend(terms.DEFAULT_EXTENSION.after(d.resolve_by), "system",
+                     f"no decision {terms.AUTO_EXTEND_BEFORE.en()} before the term: "
+                     f"extended by the default term of {terms.DEFAULT_EXTENSION.en()}")
 
     async def _decided_phase(self) -> None:
-        """The decision is sent; within 14 days staff may record that there is no agreement."""
+        """The decision is sent; within ``OBJECTION_WINDOW`` staff may record that there is no agreement."""
+        await self._follow_deadlines(Phase.DECIDED, self._decided_deadlines)
+
+    def _decided_deadlines(self) -> list[_Deadline]:
         d = self._view.deadlines
-        await self._follow_deadlines(Phase.DECIDED, lambda: [
-            _Deadline(d.objection_by, "14 days for the complainant to disagree", self._close_after_decision)
-        ] if d.objection_by else [])
+        if d.objection_by is None:
+            return []
+        return [_Deadline(d.objection_by, f"{terms.OBJECTION_WINDOW.en()} for the complainant to disagree",
+                          self._close_after_decision)]
 
     def _close_after_decision(self) -> None:
-        self._record("closed", "system", "no disagreement within 14 days of the decision")
+        self._record("closed", "system", f"no disagreement within {terms.OBJECTION_WINDOW.en()} of the decision")
         self._close(self._view.decision.outcome if self._view.decision else None)
 
     async def _mediation_phase(self) -> None:
-        """An independent mediator is engaged; the verdict is binding."""
+        """An independent mediator is engaged within ``MEDIATOR_WITHIN``; the verdict is binding."""
+        # Added after complaints were already running (MEDIATION_STALLED_PATCH says how it retires).
+        if workflow.patched(MEDIATION_STALLED_PATCH) and self._view.deadlines.mediator_by is None:
+            await self._plan_mediator()
+        await self._follow_deadlines(Phase.MEDIATION, self._mediation_deadlines)
+
+    async def _plan_mediator(self) -> None:
+        planned = await self._plan(workflow.now(), terms.MEDIATOR_WITHIN, "plan engaging the mediator")
+        self._view.deadlines.mediator_by = planned.at
+        self._changed()
+
+    def _mediation_deadlines(self) -> list[_Deadline]:
         d = self._view.deadlines
-        # Added after complaints were already running: those in mediation before this change
-        # replay without the new timer (tests/test_replay.py shows the guard is needed).
-        if workflow.patched(MEDIATION_STALLED_PATCH) and d.mediator_by is None:
-            planned = await self._plan(workflow.now(), MEDIATOR_WITHIN_WORKING_DAYS,
-                                       "plan engaging the mediator (10 working days)")
-            d.mediator_by = planned.at
-            self._changed()
-        await self._follow_deadlines(Phase.MEDIATION, lambda: [] if (
-            d.mediator_by is None or self._view.mediator is not None
-            or self._alerted(AlertKind.MEDIATION_STALLED)
-        ) else [_Deadline(d.mediator_by, "independent mediator to be engaged (10 working days)",
-                          lambda: self._alert(AlertKind.MEDIATION_STALLED, d.mediator_by))])
+        if d.mediator_by is None or self._view.mediator is not None or self._alerted(AlertKind.MEDIATION_STALLED):
+            return []
+        return [self._alert_when(d.mediator_by, AlertKind.MEDIATION_STALLED,
+                                 f"independent mediator to be engaged ({terms.MEDIATOR_WITHIN.en()})")]
 
     async def _consequences_phase(self) -> None:
-        """Level Up picks up the verdict's consequences within 2 weeks."""
+        """Level Up picks up the verdict's consequences within ``CONSEQUENCES_WITHIN``."""
+        await self._follow_deadlines(Phase.CONSEQUENCES, self._consequences_deadlines)
+
+    def _consequences_deadlines(self) -> list[_Deadline]:
         d = self._view.deadlines
-        await self._follow_deadlines(Phase.CONSEQUENCES, lambda: [] if (
-            d.consequences_by is None or self._alerted(AlertKind.CONSEQUENCES_OVERDUE)
-        ) else [_Deadline(d.consequences_by, "consequences to be picked up (2 weeks)",
-                          lambda: self._alert(AlertKind.CONSEQUENCES_OVERDUE, d.consequences_by))])
+        if d.consequences_by is None or self._alerted(AlertKind.CONSEQUENCES_OVERDUE):
+            return []
+        return [self._alert_when(d.consequences_by, AlertKind.CONSEQUENCES_OVERDUE,
+                                 f"consequences to be picked up ({terms.CONSEQUENCES_WITHIN.en()})")]
 
     async def _continue_without_personal_data(self) -> None:
         """Closed: the year in the dossier is waited out by a new run that holds no personal data.
@@ -298,13 +305,9 @@ class ComplaintWorkflow:
             view=anonymous(self._view), dossier_version=self._version)))
 
     async def _keep_in_dossier(self) -> ComplaintResult:
-        """Closed: kept one year in the dossier, then the personal data is erased."""
-        d = self._view.deadlines
-        assert d.purge_on is not None
+        """Closed: kept in the dossier for ``RETENTION``, then the personal data is erased."""
         self._publish()
-        await self._follow_deadlines(Phase.CLOSED, lambda: [
-            _Deadline(d.purge_on, "retention ends (1 year): erase personal data", lambda: None)
-        ] if workflow.now() < d.purge_on else [], until_due=True)
+        await self._follow_deadlines(Phase.CLOSED, self._closed_deadlines, until_due=True)
         await workflow.wait_condition(lambda: workflow.all_handlers_finished() and self._idle())
         purged = await self._dossier_activity(
             PURGE_DOSSIER, PurgeDossierInput(complaint_id=self._view.complaint_id),
@@ -318,14 +321,23 @@ class ComplaintWorkflow:
         return ComplaintResult(complaint_id=self._view.complaint_id, outcome=self._view.outcome,
                                closed_at=self._view.closed_at, purged_at=purged.purged_at)
 
+    def _closed_deadlines(self) -> list[_Deadline]:
+        purge_on = self._view.deadlines.purge_on
+        assert purge_on is not None
+        if workflow.now() >= purge_on:
+            return []
+        return [_Deadline(purge_on, f"retention ends ({terms.RETENTION.en()}): erase personal data", _nothing)]
+
     # ============================================================ staff actions
+    # Each action is an update with a validator (a refusal never reaches history) and ends with
+    # ``return self._done()``. Adding one: README, "Adding a staff action".
 
     @workflow.update
     def resolve_informally(self, action: ResolveInformallyInput) -> ComplaintView:
         self._record("resolve-informally", action.by, action.note)
         self._letter(LetterKind.INFORMAL_RESOLUTION, note=action.note)
         self._close(Outcome.RESOLVED_INFORMALLY)
-        return self._snapshot()
+        return self._done()
 
     @resolve_informally.validator
     def _check_resolve_informally(self, action: ResolveInformallyInput) -> None:
@@ -335,8 +347,7 @@ class ComplaintWorkflow:
     def escalate(self, action: EscalateInput) -> ComplaintView:
         self._record("escalate", action.by, action.reason)
         self._enter_formal(workflow.now())
-        self._changed()
-        return self._snapshot()
+        return self._done()
 
     @escalate.validator
     def _check_escalate(self, action: EscalateInput) -> None:
@@ -345,7 +356,7 @@ class ComplaintWorkflow:
     @workflow.update
     def extend(self, action: ExtendInput) -> ComplaintView:
         self._extend(end_of_day(action.until), action.by, action.reason)
-        return self._snapshot()
+        return self._done()
 
     @extend.validator
     def _check_extend(self, action: ExtendInput) -> None:
@@ -360,8 +371,8 @@ class ComplaintWorkflow:
     @workflow.update
     def decide(self, action: DecideInput) -> ComplaintView:
         now = workflow.now()
-        d = self._view.deadlines
-        within = d.resolve_by is None or now <= d.resolve_by
+        resolve_by = self._view.deadlines.resolve_by
+        within = resolve_by is None or now <= resolve_by
         self._view.decision = Decision(outcome=action.outcome, motivation=action.motivation,
                                        at=now, within_term=within)
         if within and not self._alerted(AlertKind.RESOLUTION_OVERDUE):
@@ -369,10 +380,8 @@ class ComplaintWorkflow:
         self._view.outcome = action.outcome
         self._record("decide", action.by, f"{action.outcome.value}: {action.motivation}")
         self._letter(LetterKind.DECISION, outcome=action.outcome, motivation=action.motivation)
-        d.objection_by = now + OBJECTION_WINDOW
-        self._view.phase = Phase.DECIDED
-        self._changed()
-        return self._snapshot()
+        self._enter_decided(now)
+        return self._done()
 
     @decide.validator
     def _check_decide(self, action: DecideInput) -> None:
@@ -382,8 +391,7 @@ class ComplaintWorkflow:
     def disagree(self, action: DisagreeInput) -> ComplaintView:
         self._record("disagree", action.by, action.note)
         self._view.phase = Phase.MEDIATION
-        self._changed()
-        return self._snapshot()
+        return self._done()
 
     @disagree.validator
     def _check_disagree(self, action: DisagreeInput) -> None:
@@ -394,8 +402,7 @@ class ComplaintWorkflow:
         self._view.mediator = action.mediator
         self._record("engage-mediator", action.by, action.mediator)
         self._letter(LetterKind.MEDIATOR_ENGAGED, mediator=action.mediator)
-        self._changed()
-        return self._snapshot()
+        return self._done()
 
     @engage_mediator.validator
     def _check_engage_mediator(self, action: EngageMediatorInput) -> None:
@@ -410,13 +417,11 @@ class ComplaintWorkflow:
         self._view.outcome = Outcome.MEDIATED
         self._record("verdict", action.by, action.summary)
         if action.consequences:
-            self._view.deadlines.consequences_by = now + CONSEQUENCES_WITHIN
-            self._view.phase = Phase.CONSEQUENCES
-        self._letter(LetterKind.VERDICT, note=action.summary, consequences=action.consequences)
-        if not action.consequences:
+            self._enter_consequences(now)
+        else:
             self._close(Outcome.MEDIATED)
-        self._changed()
-        return self._snapshot()
+        self._letter(LetterKind.VERDICT, note=action.summary, consequences=action.consequences)
+        return self._done()
 
     @verdict.validator
     def _check_verdict(self, action: VerdictInput) -> None:
@@ -431,7 +436,7 @@ class ComplaintWorkflow:
             self._deadline(metrics.CONSEQUENCES, metrics.MET)
         self._record("consequences-picked-up", action.by, action.note)
         self._close(Outcome.MEDIATED)
-        return self._snapshot()
+        return self._done()
 
     @consequences_picked_up.validator
     def _check_consequences_picked_up(self, action: ConsequencesPickedUpInput) -> None:
@@ -442,7 +447,7 @@ class ComplaintWorkflow:
         self._record("withdraw", action.by, action.reason)
         self._letter(LetterKind.WITHDRAWAL, note=action.reason)
         self._close(Outcome.WITHDRAWN)
-        return self._snapshot()
+        return self._done()
 
     @withdraw.validator
     def _check_withdraw(self, action: WithdrawInput) -> None:
@@ -452,8 +457,7 @@ class ComplaintWorkflow:
     def record_measure(self, action: MeasureInput) -> ComplaintView:
         self._view.measures.append(Measure(at=workflow.now(), by=action.by, text=action.text))
         self._record("measure", action.by, action.text)
-        self._changed()
-        return self._snapshot()
+        return self._done()
 
     @record_measure.validator
     def _check_record_measure(self, action: MeasureInput) -> None:
@@ -469,8 +473,7 @@ class ComplaintWorkflow:
         complainant = self._submission.complainant.model_copy(update={"email": action.email})
         self._submission = self._submission.model_copy(update={"complainant": complainant})
         self._record("correct-contact", action.by, "e-mail address corrected")
-        self._changed()
-        return self._snapshot()
+        return self._done()
 
     @correct_contact.validator
     def _check_correct_contact(self, action: CorrectContactInput) -> None:
@@ -480,9 +483,10 @@ class ComplaintWorkflow:
     def resend(self, action: ResendInput) -> ComplaintView:
         failed = self._undelivered.pop(action.kind)
         self._record("resend", action.by, f"{action.kind.value} letter sent again")
-        self._letter(action.kind, **failed.model_dump(include=_LETTER_CONTENT))
-        self._changed()
-        return self._snapshot()
+        # The same letter (what it said) to the current address, with the current terms.
+        self._letter(action.kind, note=failed.note, outcome=failed.outcome, motivation=failed.motivation,
+                     mediator=failed.mediator, consequences=failed.consequences)
+        return self._done()
 
     @resend.validator
     def _check_resend(self, action: ResendInput) -> None:
@@ -497,6 +501,12 @@ class ComplaintWorkflow:
 
     # ====================================================== state transitions
 
+    def _done(self) -> ComplaintView:
+        """How every staff action ends: the state changed (timers, the dossier and the Web UI follow),
+        and the caller gets the view as it is now."""
+        self._changed()
+        return self._snapshot()
+
     def _require_phase(self, action: str, *phases: Phase) -> None:
         if self._view.phase not in phases:
             allowed = ", ".join(p.value for p in phases)
@@ -508,33 +518,42 @@ class ComplaintWorkflow:
         """Formal receipt: deadlines count from here (the escalation time for escalated complaints)."""
         self._view.phase = Phase.FORMAL
         self._view.formal_received_at = receipt
-        self._view.deadlines.resolve_by = receipt + RESOLVE_WITHIN
+        self._view.deadlines.resolve_by = terms.RESOLVE_WITHIN.after(receipt)
+
+    def _enter_decided(self, decided_at: datetime) -> None:
+        """The decision is sent: the complainant may disagree within the objection window."""
+        self._view.phase = Phase.DECIDED
+        self._view.deadlines.objection_by = terms.OBJECTION_WINDOW.after(decided_at)
+
+    def _enter_consequences(self, verdict_at: datetime) -> None:
+        """The verdict has consequences: Level Up picks them up within their term."""
+        self._view.phase = Phase.CONSEQUENCES
+        self._view.deadlines.consequences_by = terms.CONSEQUENCES_WITHIN.after(verdict_at)
 
     def _extend(self, until: datetime, by: str, reason: str) -> None:
         self._view.deadlines.resolve_by = until
         self._view.extensions += 1
         self._record("extend", by, f"new term {until.isoformat()}: {reason}")
         self._letter(LetterKind.EXTENSION, note=reason)
-        self._changed()
 
     def _close(self, outcome: Outcome | None) -> None:
+        """Closed: kept in the dossier for the retention term."""
         now = workflow.now()
         self._view.outcome = outcome
         self._view.phase = Phase.CLOSED
         self._view.closed_at = now
-        self._view.deadlines.purge_on = _add_years(now, RETENTION_YEARS)
-        self._changed()
+        self._view.deadlines.purge_on = terms.RETENTION.after(now)
 
     def _record(self, action: str, by: str, note: str | None = None) -> None:
         self._view.history.append(HistoryEntry(at=workflow.now(), action=action, by=by, note=note))
 
     def _changed(self) -> None:
+        """The state changed: a timer waiting on the old state is reconsidered and the dossier written."""
         self._version += 1
 
     def _alerted(self, kind: AlertKind, about: datetime | None = None) -> bool:
         """Whether ``kind`` was raised (about the deadline ``about``, when given)."""
         return any(a.kind is kind and (about is None or a.deadline == about) for a in self._view.alerts)
-
 
     # ============================================================== deadlines
 
@@ -558,9 +577,7 @@ class ComplaintWorkflow:
             nxt = upcoming[0]
             if await self._wait_for_change(nxt.at, nxt.summary):
                 continue
-            fired = nxt.fire()
-            if fired is not None:
-                await fired
+            nxt.fire()
             self._changed()
             if until_due and len(upcoming) == 1:
                 return
@@ -610,8 +627,12 @@ class ComplaintWorkflow:
 
     # ======================================================== letters and alerts
 
-    def _letter(self, kind: LetterKind, **fields: object) -> None:
+    def _letter(self, kind: LetterKind, *, note: str | None = None, outcome: Outcome | None = None,
+                motivation: str | None = None, mediator: str | None = None,
+                consequences: list[str] | None = None) -> None:
+        """Queue a letter to the complainant; the post room sends it (the terms as they stand now)."""
         s, d = self._submission, self._view.deadlines
+        assert s is not None
         sequence = 1 + sum(1 for m in self._mail if isinstance(m, SendLetterInput) and m.kind is kind) + sum(
             1 for letter in self._view.letters if letter.kind is kind)
         self._mail.append(SendLetterInput(
@@ -619,10 +640,16 @@ class ComplaintWorkflow:
             recipient=Recipient(name=s.complainant.name, email=str(s.complainant.email)),
             product=s.product, submitted_on=s.submitted_on,
             received_at=self._view.formal_received_at or self._view.received_at,
-            acknowledge_by=d.acknowledge_by, resolve_by=d.resolve_by,
-            consequences_by=d.consequences_by, **fields))  # type: ignore[arg-type]
+            acknowledge_by=d.acknowledge_by, resolve_by=d.resolve_by, consequences_by=d.consequences_by,
+            note=note, outcome=outcome, motivation=motivation, mediator=mediator,
+            consequences=consequences or []))
+
+    def _alert_when(self, at: datetime, kind: AlertKind, summary: str, about: datetime | None = None) -> _Deadline:
+        """A deadline that alerts the director about ``about`` (default: the deadline itself)."""
+        return _Deadline(at, summary, lambda: self._alert(kind, at if about is None else about))
 
     def _alert(self, kind: AlertKind, deadline: datetime | None = None) -> None:
+        """Record an alert and queue its mail to the director (the caller marks the state changed)."""
         sequence = 1 + sum(1 for a in self._view.alerts if a.kind is kind)
         workflow.logger.info("alert raised", extra={"kind": kind.value, "sequence": sequence})
         self._count(metrics.ALERTS, kind=kind.value)
@@ -634,20 +661,21 @@ class ComplaintWorkflow:
         self._mail.append(SendAlertInput(
             complaint_id=self._view.complaint_id, kind=kind, sequence=sequence,
             product=self._view.product, phase=self._view.phase, deadline=deadline))
-        self._changed()
 
     async def _post_room(self) -> None:
-        """Send letters and alerts in order, each exactly once, retrying until delivered."""
+        """Send letters and alerts in order, each exactly once, retrying until delivered.
+
+        An item leaves the queue only once it is sent (or refused for good), so an empty queue
+        means nothing is in flight.
+        """
         while True:
             await workflow.wait_condition(lambda: bool(self._mail))
-            self._mail_busy = True
             item = self._mail[0]
             if isinstance(item, SendLetterInput):
                 await self._send_letter(item)
             else:
                 await self._send_alert(item)
             self._mail.pop(0)
-            self._mail_busy = False
 
     async def _send_letter(self, letter: SendLetterInput) -> None:
         record = LetterRecord(kind=letter.kind, sequence=letter.sequence,
@@ -658,21 +686,24 @@ class ComplaintWorkflow:
                 start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=MAIL_RETRY,
                 summary=f"send {letter.kind.value} letter")
         except ActivityError as err:
-            record.status, record.error = "failed", _reason(err)
+            record.status, record.error = "failed", failure_reason(err)
             self._undelivered[letter.kind] = letter
             self._view.letters.append(record)
             self._record(f"letter {letter.kind.value} undeliverable", "system", record.error)
             self._alert(AlertKind.LETTER_UNDELIVERABLE)
-            return
-        record.sent_at, record.message_id = sent.sent_at, sent.message_id
-        self._view.letters.append(record)
-        if letter.kind is LetterKind.ACKNOWLEDGEMENT and self._view.acknowledged_at is None:
-            self._view.acknowledged_at = sent.sent_at
-            by = self._view.deadlines.acknowledge_by
-            if by is not None and not self._alerted(AlertKind.ACKNOWLEDGEMENT_OVERDUE):
-                # Late but before the overdue alert fired (the worker was down): still a miss.
-                self._deadline(metrics.ACKNOWLEDGEMENT, metrics.MET if sent.sent_at <= by else metrics.MISSED)
+        else:
+            record.sent_at, record.message_id = sent.sent_at, sent.message_id
+            self._view.letters.append(record)
+            if letter.kind is LetterKind.ACKNOWLEDGEMENT and self._view.acknowledged_at is None:
+                self._acknowledged(sent.sent_at)
         self._changed()
+
+    def _acknowledged(self, sent_at: datetime) -> None:
+        self._view.acknowledged_at = sent_at
+        by = self._view.deadlines.acknowledge_by
+        if by is not None and not self._alerted(AlertKind.ACKNOWLEDGEMENT_OVERDUE):
+            # Late but before the overdue alert fired (the worker was down): still a miss.
+            self._deadline(metrics.ACKNOWLEDGEMENT, metrics.MET if sent_at <= by else metrics.MISSED)
 
     async def _send_alert(self, alert: SendAlertInput) -> None:
         try:
@@ -682,15 +713,18 @@ class ComplaintWorkflow:
                 summary=f"alert the director: {alert.kind.value}")
         except ActivityError as err:
             # The director's address is refused: the alert stays recorded in the complaint.
-            self._record(f"alert {alert.kind.value} undeliverable", "system", _reason(err))
+            self._record(f"alert {alert.kind.value} undeliverable", "system", failure_reason(err))
 
     # ================================================================ dossier
 
     async def _archivist(self) -> None:
-        """Write the workflow's state to the PostgreSQL dossier after every change."""
+        """Write the workflow's state to the PostgreSQL dossier after every change.
+
+        ``_dossier_synced`` moves only once a write is done, so it differs from ``_version``
+        while one is in flight.
+        """
         while True:
             await workflow.wait_condition(lambda: self._dossier_synced != self._version)
-            self._dossier_busy = True
             version = self._version
             await self._dossier_activity(
                 UPDATE_DOSSIER,
@@ -699,11 +733,10 @@ class ComplaintWorkflow:
                              contact_email=str(self._submission.complainant.email) if self._submission else None),
                 "update the dossier")
             self._dossier_synced = version
-            self._dossier_busy = False
 
     def _idle(self) -> bool:
-        return not self._mail and not self._mail_busy and self._dossier_synced == self._version \
-            and not self._dossier_busy
+        """No letter, alert or dossier write waiting or in flight."""
+        return not self._mail and self._dossier_synced == self._version
 
     async def _dossier_activity(self, name: str, arg: object, summary: str,
                                 result_type: type | None = None):  # noqa: ANN202
@@ -711,11 +744,12 @@ class ComplaintWorkflow:
             name, arg, result_type=result_type, start_to_close_timeout=ACTIVITY_TIMEOUT,
             retry_policy=DOSSIER_RETRY, summary=summary)
 
-    async def _plan(self, received_at: datetime, working_days: int, summary: str) -> PlannedDeadline:
+    async def _plan(self, start: datetime, term: terms.Term, what: str) -> PlannedDeadline:
+        """The end of the ``term``-th working day after ``start`` (a local activity: the calendar)."""
         return await workflow.execute_local_activity(
-            PLAN_DEADLINE, PlanDeadlinesInput(received_at=received_at, working_days=working_days),
-            result_type=PlannedDeadline, start_to_close_timeout=timedelta(seconds=10),
-            summary=summary)
+            PLAN_DEADLINE, PlanDeadlinesInput(received_at=start, working_days=term.count),
+            result_type=PlannedDeadline, start_to_close_timeout=CALENDAR_TIMEOUT,
+            summary=f"{what} ({term.en()})")
 
     def _snapshot(self) -> ComplaintView:
         return self._view.model_copy(deep=True)
@@ -731,57 +765,9 @@ class ComplaintWorkflow:
         metrics.deadline(workflow.metric_meter(), which, result)
 
 
-#: The alerts that mean a deadline of the procedure was missed (complaints/metrics.py).
+#: The alerts that mean a deadline of the procedure was missed (infra/metrics.py).
 _MISSED_BY_ALERT = {
     AlertKind.ACKNOWLEDGEMENT_OVERDUE: metrics.ACKNOWLEDGEMENT,
     AlertKind.RESOLUTION_OVERDUE: metrics.RESOLUTION,
     AlertKind.CONSEQUENCES_OVERDUE: metrics.CONSEQUENCES,
 }
-
-
-def _reason(err: ActivityError) -> str:
-    cause = err.cause
-    return str(cause.message if isinstance(cause, ApplicationError) else err)
-
-
-def anonymous(view: ComplaintView) -> ComplaintView:
-    """The view without anything that may identify the complainant or quote them.
-
-    Kept: ids, phases, outcome, dates, deadlines, letter and alert kinds, measures (staff
-    write them without personal data) and who on the staff acted. Dropped: every note,
-    letter recipients, the decision's motivation, the verdict's text and the mediator.
-    """
-    v = view.model_copy(deep=True)
-    for entry in v.history:
-        entry.note = None
-    for letter in v.letters:
-        letter.to = ""
-        letter.error = None
-    if v.decision:
-        v.decision.motivation = ""
-    if v.verdict:
-        v.verdict = Verdict(summary="", consequences=[], at=v.verdict.at)
-    v.mediator = None
-    return v
-
-
-def open_alerts(view: ComplaintView) -> list[str]:
-    """The alerts whose cause still stands, for operators to find (``ComplaintOpenAlerts``)."""
-    still = {
-        AlertKind.INFORMAL_STALLED: view.phase is Phase.INFORMAL,
-        AlertKind.ACKNOWLEDGEMENT_OVERDUE: view.acknowledged_at is None and view.phase in OPEN_PHASES,
-        AlertKind.RESOLUTION_DUE_SOON: view.phase is Phase.FORMAL,
-        AlertKind.RESOLUTION_OVERDUE: view.phase is Phase.FORMAL,
-        AlertKind.CONSEQUENCES_OVERDUE: view.phase is Phase.CONSEQUENCES,
-        AlertKind.MEDIATION_STALLED: view.phase is Phase.MEDIATION and view.mediator is None,
-        AlertKind.LETTER_UNDELIVERABLE: view.phase in OPEN_PHASES and _undelivered_kinds(view),
-    }
-    return sorted({a.kind.value for a in view.alerts if still.get(a.kind, False)})
-
-
-def _undelivered_kinds(view: ComplaintView) -> bool:
-    """Whether some letter kind's last attempt failed (no later letter of that kind went out)."""
-    last: dict[LetterKind, str] = {}
-    for letter in view.letters:
-        last[letter.kind] = letter.status
-    return "failed" in last.values()

@@ -13,15 +13,23 @@ set -eu
 : "${TEMPORAL_ADDRESS:?}" "${TEMPORAL_NAMESPACE:=default}" "${TEMPORAL_NAMESPACE_RETENTION:=720h}"
 t() { temporal --address "$TEMPORAL_ADDRESS" --command-timeout 10s "$@"; }
 
-tries=0
-until t operator cluster health >/dev/null 2>&1; do
-    tries=$((tries + 1))
-    if [ "$tries" -ge 60 ]; then
-        echo "temporal-namespace: the server at $TEMPORAL_ADDRESS is not serving after 60 tries" >&2
-        exit 1
-    fi
-    sleep 2
-done
+# retry TRIES WHAT COMMAND...: run COMMAND every 2 s until it succeeds; after TRIES failures, stop
+# the job saying WHAT is wrong.
+retry() {
+    tries=$1 what=$2
+    shift 2
+    n=0
+    until "$@" >/dev/null 2>&1; do
+        n=$((n + 1))
+        if [ "$n" -ge "$tries" ]; then
+            echo "temporal-namespace: $what after $tries tries" >&2
+            exit 1
+        fi
+        sleep 2
+    done
+}
+
+retry 60 "the server at $TEMPORAL_ADDRESS is not serving" t operator cluster health
 
 if t operator namespace describe --namespace "$TEMPORAL_NAMESPACE" >/dev/null 2>&1; then
     t operator namespace update --namespace "$TEMPORAL_NAMESPACE" --retention "$TEMPORAL_NAMESPACE_RETENTION"
@@ -33,15 +41,9 @@ else
 fi
 
 # A new namespace reaches the frontend's namespace cache within seconds; wait for it.
-tries=0
-until existing=$(t operator search-attribute list --namespace "$TEMPORAL_NAMESPACE" 2>/dev/null); do
-    tries=$((tries + 1))
-    if [ "$tries" -ge 30 ]; then
-        echo "temporal-namespace: namespace $TEMPORAL_NAMESPACE is not usable after 30 tries" >&2
-        exit 1
-    fi
-    sleep 2
-done
+retry 30 "namespace $TEMPORAL_NAMESPACE is not usable" \
+    t operator search-attribute list --namespace "$TEMPORAL_NAMESPACE"
+existing=$(t operator search-attribute list --namespace "$TEMPORAL_NAMESPACE")
 
 # NAME:TYPE, the types of temporal operator search-attribute create.
 for attribute in \

@@ -1,6 +1,8 @@
 """Record real histories of every lifecycle path, for the replay test.
 
-    .venv/bin/python -m tests.histories.record
+    .venv/bin/python -m tests.histories.record [PATH ...]
+
+(every path, or only the named ones, e.g. ``escalated_mediated_with_consequences``).
 
 Starts its own dev server (with per-workflow time skipping), PostgreSQL and SMTP
 server, runs each path with the real worker, and writes every run's history
@@ -13,6 +15,7 @@ running complaints look like.
 from __future__ import annotations
 
 import asyncio
+import sys
 import tempfile
 import uuid
 from datetime import timedelta
@@ -21,8 +24,6 @@ from pathlib import Path
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import TimeSkippingConfig, WorkflowEnvironment
 
-from complaints.codec import parse_keys
-from complaints.config import Settings
 from complaints.models import (
     ConsequencesPickedUpInput,
     EscalateInput,
@@ -32,9 +33,11 @@ from complaints.models import (
     ResolveInformallyInput,
     WithdrawInput,
 )
-from complaints.temporal_client import data_converter
 from devstack.postgres import LocalPostgres
 from devstack.smtp import MailCatcher
+from infra.codec import parse_keys
+from infra.config import Settings
+from infra.temporal_client import data_converter
 from tests.conftest import TEMPORAL_CLI, TIME_SKIPPING_FLAG, free_port
 from tests.lifecycle import (
     decide,
@@ -114,7 +117,12 @@ async def save_runs(client: Client, handle: WorkflowHandle, name: str) -> list[P
     return saved
 
 
-async def main() -> None:
+async def main(names: list[str]) -> None:
+    known = {path.__name__: path for path in PATHS}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise SystemExit(f"unknown path(s): {', '.join(unknown)}; known: {', '.join(known)}")
+    chosen = [known[name] for name in names] or PATHS
     with tempfile.TemporaryDirectory() as tmp, MailCatcher(free_port()) as mail:
         pg = LocalPostgres(Path(tmp) / "pg", free_port())
         pg.start()
@@ -127,7 +135,7 @@ async def main() -> None:
             await register_search_attributes(env.client, env.client.namespace)
             pool = await create_pool(settings)
             async with build_worker(env.client, settings, pool):
-                for path in PATHS:
+                for path in chosen:
                     handle = await path(env, env.client, settings, mail)
                     await env.fast_forward(handle, timedelta(days=370))  # through the retention year
                     await asyncio.wait_for(handle.result(), 30)
@@ -140,4 +148,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(sys.argv[1:]))

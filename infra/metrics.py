@@ -4,7 +4,7 @@ Workflow code counts through ``workflow.metric_meter()``, which records nothing 
 a workflow replays (and adds nothing to its history); activities count through
 ``activity.metric_meter()``. With ``METRICS_PORT`` set, the worker's runtime serves
 them on its Prometheus endpoint next to the SDK's own ``temporal_*`` metrics
-(complaints/observability.py); without it the meter is a no-op.
+(infra/observability.py); without it the meter is a no-op.
 
 Labels carry kinds and results only, never a complaint id or anything personal.
 """

@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from infra.cli import first_line
+
 CONNECT_TIMEOUT = 5.0  # seconds
 
 Row = dict[str, Any]
@@ -74,11 +76,11 @@ async def _connection(database_url: str) -> AsyncIterator[asyncpg.Connection]:
         conn = await asyncpg.connect(database_url, timeout=CONNECT_TIMEOUT)
     except Exception as err:  # noqa: BLE001 - refused, DNS, auth, timeout, bad URL: one line
         raise DossierUnavailable(
-            f"cannot reach the dossier at {where(database_url)}: {_first_line(err)}") from None
+            f"cannot reach the dossier at {where(database_url)}: {first_line(err)}") from None
     try:
         yield conn
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as err:
-        raise DossierUnavailable(f"the dossier at {where(database_url)} failed: {_first_line(err)}") from None
+        raise DossierUnavailable(f"the dossier at {where(database_url)} failed: {first_line(err)}") from None
     finally:
         try:
             await conn.close(timeout=CONNECT_TIMEOUT)
@@ -93,7 +95,3 @@ def where(database_url: str) -> str:
         return f"{url.hostname or 'localhost'}:{url.port or 5432}{url.path or ''}"
     except ValueError:
         return "DATABASE_URL"
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip() or type(err).__name__).splitlines()[0]

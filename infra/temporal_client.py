@@ -2,10 +2,10 @@
 
 Worker, starter and admin CLI connect through :func:`connect`, so the data
 converter is the same everywhere: pydantic for the models, every payload
-encrypted by :class:`complaints.codec.EncryptionCodec`, and failure messages and
+encrypted by :class:`infra.codec.EncryptionCodec`, and failure messages and
 stack traces moved into the encrypted payloads too (they can quote a
 complainant's words). The connection to the cluster is the same everywhere too:
-TLS or mTLS and an API key from the settings (complaints/config.py), and the
+TLS or mTLS and an API key from the settings (infra/config.py), and the
 OpenTelemetry tracing interceptor when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set.
 """
 
@@ -20,9 +20,9 @@ from temporalio.converter import DataConverter, DefaultFailureConverterWithEncod
 from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
-from complaints import observability
-from complaints.codec import EncryptionCodec
-from complaints.config import DEV_KEYS_FILE, ConfigError, Settings
+from infra import observability
+from infra.codec import EncryptionCodec
+from infra.config import DEV_KEYS_FILE, ConfigError, Settings
 
 
 def data_converter(settings: Settings) -> DataConverter:

@@ -35,7 +35,7 @@ from temporalio.runtime import (
 )
 from temporalio.service import RPCError
 
-from complaints.config import ConfigError, Settings
+from infra.config import ConfigError, Settings
 
 if TYPE_CHECKING:
     from temporalio.client import Interceptor

@@ -1,6 +1,6 @@
 """The codec server: lets authorised staff read encrypted payloads in the Temporal Web UI.
 
-Temporal stores every payload encrypted (see :mod:`complaints.codec`); the Web UI only
+Temporal stores every payload encrypted (see :mod:`infra.codec`); the Web UI only
 shows ciphertext unless it is pointed at a *remote codec* (the UI's ``codec.endpoint``
 setting, ``--ui-codec-endpoint`` for the dev server). This server implements Temporal's
 remote codec protocol with the same keys as the worker::
@@ -40,7 +40,7 @@ Access:
 Listens on ``CODEC_SERVER_HOST`` (default ``127.0.0.1``) port ``CODEC_SERVER_PORT``
 (default 8081). Payload contents are never logged; errors name a key id at most.
 
-Run: ``python -m complaints.codec_server`` (exit 2 on a configuration error).
+Run: ``python -m infra.codec_server`` (exit 2 on a configuration error).
 """
 
 from __future__ import annotations
@@ -62,9 +62,9 @@ from aiohttp.typedefs import Handler
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 
-from complaints.codec import ENCODING, KEY_ID_FIELD, EncryptionCodec, KeyConfigError
-from complaints.config import DEV_KEYS_FILE, ConfigError, Settings, load_settings
-from complaints.observability import configure_logging
+from infra.codec import ENCODING, KEY_ID_FIELD, EncryptionCodec, KeyConfigError
+from infra.config import DEV_KEYS_FILE, ConfigError, Settings, load_settings
+from infra.observability import configure_logging
 
 #: Large enough for a batch of Temporal's largest payloads (2 MB each by default).
 MAX_BODY = 16 * 1024 * 1024

@@ -49,13 +49,13 @@ class Settings:
     director_email: str = "directie@level-up.nl"
     #: Company closure days that count as non-working days on top of the Dutch public holidays.
     closure_days: tuple[date, ...] = ()
-    #: (key id, 32-byte key) pairs; the first encrypts, all decrypt. See complaints/codec.py.
+    #: (key id, 32-byte key) pairs; the first encrypts, all decrypt. See infra/codec.py.
     encryption_keys: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)
     #: Codec server for the Web UI: its port, the UI origin allowed by CORS, and the bearer token.
     codec_port: int = 8081
     codec_ui_origin: str = "http://localhost:8233"
     codec_token: str | None = field(default=None, repr=False)
-    #: Temporal cluster connection (complaints/temporal_client.py): TLS on or off, PEM files for
+    #: Temporal cluster connection (infra/temporal_client.py): TLS on or off, PEM files for
     #: mTLS and the server's CA, the name to verify the server certificate against, and an API key
     #: (Temporal Cloud), which is sent as a bearer token and so implies TLS.
     temporal_tls: bool = False
@@ -64,7 +64,7 @@ class Settings:
     temporal_tls_ca: Path | None = None
     temporal_tls_server_name: str | None = None
     temporal_api_key: str | None = field(default=None, repr=False)
-    #: Logs (complaints/observability.py): one line per record, readable text or JSON.
+    #: Logs (infra/observability.py): one line per record, readable text or JSON.
     log_format: LogFormat = "text"
     log_level: str = "INFO"
     #: The worker's Prometheus endpoint, ``http://METRICS_HOST:METRICS_PORT/metrics``; off when unset.
@@ -100,7 +100,7 @@ def _closure_days(raw: str) -> tuple[date, ...]:
 
 
 def _encryption_keys(env: Mapping[str, str]) -> tuple[tuple[str, bytes], ...]:
-    from complaints.codec import KeyConfigError, parse_keys
+    from infra.codec import KeyConfigError, parse_keys
 
     try:
         raw = env.get("COMPLAINTS_ENCRYPTION_KEYS", "").strip()
@@ -114,8 +114,15 @@ def _encryption_keys(env: Mapping[str, str]) -> tuple[tuple[str, bytes], ...]:
     return ()
 
 
-def _port(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip() or str(default)
+def _given(env: Mapping[str, str], name: str) -> str | None:
+    """The variable's value without surrounding white space; None when unset or empty (the default applies)."""
+    return env.get(name, "").strip() or None
+
+
+def _port(env: Mapping[str, str], name: str) -> int | None:
+    raw = _given(env, name)
+    if raw is None:
+        return None
     try:
         port = int(raw)
     except ValueError:
@@ -183,27 +190,28 @@ def _temporal_tls(env: Mapping[str, str]) -> dict[str, object]:
 
 
 def _observability(env: Mapping[str, str]) -> dict[str, object]:
-    log_format = env.get("LOG_FORMAT", "").strip().lower() or "text"
-    if log_format not in ("text", "json"):
-        raise ConfigError(f"LOG_FORMAT: {log_format!r} must be text or json")
-    log_level = env.get("LOG_LEVEL", "").strip().upper() or "INFO"
-    if log_level == "WARN":
-        log_level = "WARNING"
-    if log_level not in LOG_LEVELS:
-        raise ConfigError(f"LOG_LEVEL: {log_level!r} must be one of {', '.join(LOG_LEVELS)}")
-    metrics_port = _port(env, "METRICS_PORT", 0) if env.get("METRICS_PORT", "").strip() else None
-    endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or None
-    if endpoint is not None:
+    values: dict[str, object] = {}
+    if (log_format := _given(env, "LOG_FORMAT")) is not None:
+        log_format = log_format.lower()
+        if log_format not in ("text", "json"):
+            raise ConfigError(f"LOG_FORMAT: {log_format!r} must be text or json")
+        values["log_format"] = log_format
+    if (log_level := _given(env, "LOG_LEVEL")) is not None:
+        log_level = log_level.upper()
+        if log_level == "WARN":
+            log_level = "WARNING"
+        if log_level not in LOG_LEVELS:
+            raise ConfigError(f"LOG_LEVEL: {log_level!r} must be one of {', '.join(LOG_LEVELS)}")
+        values["log_level"] = log_level
+    if (endpoint := _given(env, "OTEL_EXPORTER_OTLP_ENDPOINT")) is not None:
         if not endpoint.startswith(("http://", "https://")):
             raise ConfigError(f"OTEL_EXPORTER_OTLP_ENDPOINT: {endpoint!r} must start with http:// or https://")
-        protocol = env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "").strip() or "http/protobuf"
+        protocol = _given(env, "OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf"
         if protocol != "http/protobuf":
             raise ConfigError(f"OTEL_EXPORTER_OTLP_PROTOCOL: {protocol!r} is not supported; "
                               "the worker exports http/protobuf (the collector's port 4318)")
-    return dict(log_format=log_format, log_level=log_level, metrics_port=metrics_port,
-                metrics_host=env.get("METRICS_HOST", "").strip() or "0.0.0.0",
-                otlp_endpoint=endpoint,
-                otel_service_name=env.get("OTEL_SERVICE_NAME", "").strip() or DEFAULT_OTEL_SERVICE_NAME)
+        values["otlp_endpoint"] = endpoint
+    return values
 
 
 #: Worker tuning variables, their Settings field, and the smallest sensible value.
@@ -233,35 +241,48 @@ def _tuning(env: Mapping[str, str]) -> dict[str, int]:
     return values
 
 
+#: Variables taken as they are, by the Settings field they set.
+_PLAIN = {
+    "TEMPORAL_ADDRESS": "temporal_address",
+    "TEMPORAL_NAMESPACE": "temporal_namespace",
+    "TEMPORAL_TASK_QUEUE": "task_queue",
+    "DATABASE_URL": "database_url",
+    "SMTP_HOST": "smtp_host",
+    "MAIL_FROM": "mail_from",
+    "DIRECTOR_EMAIL": "director_email",
+    "METRICS_HOST": "metrics_host",
+    "OTEL_SERVICE_NAME": "otel_service_name",
+}
+#: Port variables, by the Settings field they set.
+_PORTS = {"SMTP_PORT": "smtp_port", "CODEC_SERVER_PORT": "codec_port", "METRICS_PORT": "metrics_port"}
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Build the settings from ``env`` (default: the process environment)."""
+    """Build the settings from ``env`` (default: the process environment).
+
+    A variable that is unset or empty leaves its field at the default written in :class:`Settings`,
+    the one place defaults are written.
+    """
     env = os.environ if env is None else env
-
-    def get(name: str, default: str) -> str:
-        value = env.get(name, "").strip()
-        return value or default
-
-    smtp_port = _port(env, "SMTP_PORT", 1025)
-    tls = get("SMTP_TLS", "none").lower()
-    if tls not in ("none", "starttls", "tls"):
-        raise ConfigError(f"SMTP_TLS: {tls!r} must be one of none, starttls, tls")
+    values: dict[str, object] = {attr: value for name, attr in _PLAIN.items()
+                                 if (value := _given(env, name)) is not None}
+    values |= {attr: port for name, attr in _PORTS.items() if (port := _port(env, name)) is not None}
+    if (tls := _given(env, "SMTP_TLS")) is not None:
+        tls = tls.lower()
+        if tls not in ("none", "starttls", "tls"):
+            raise ConfigError(f"SMTP_TLS: {tls!r} must be one of none, starttls, tls")
+        values["smtp_tls"] = tls
+    if (origin := _given(env, "CODEC_UI_ORIGIN")) is not None:
+        values["codec_ui_origin"] = origin.rstrip("/")
+    # Secrets are taken exactly as given (white space can be part of a password).
+    for name, attr in [("SMTP_USERNAME", "smtp_username"), ("SMTP_PASSWORD", "smtp_password"),
+                       ("CODEC_SERVER_TOKEN", "codec_token")]:
+        if env.get(name):
+            values[attr] = env[name]
     return Settings(
-        temporal_address=get("TEMPORAL_ADDRESS", "localhost:7233"),
-        temporal_namespace=get("TEMPORAL_NAMESPACE", "default"),
-        task_queue=get("TEMPORAL_TASK_QUEUE", "complaints"),
-        database_url=get("DATABASE_URL", DEV_DATABASE_URL),
-        smtp_host=get("SMTP_HOST", "localhost"),
-        smtp_port=smtp_port,
-        smtp_username=env.get("SMTP_USERNAME") or None,
-        smtp_password=env.get("SMTP_PASSWORD") or None,
-        smtp_tls=tls,  # type: ignore[arg-type]
-        mail_from=get("MAIL_FROM", "Level Up <info@level-up.nl>"),
-        director_email=get("DIRECTOR_EMAIL", "directie@level-up.nl"),
         closure_days=_closure_days(env.get("COMPANY_CLOSURE_DAYS", "")),
         encryption_keys=_encryption_keys(env),
-        codec_port=_port(env, "CODEC_SERVER_PORT", 8081),
-        codec_ui_origin=get("CODEC_UI_ORIGIN", "http://localhost:8233").rstrip("/"),
-        codec_token=env.get("CODEC_SERVER_TOKEN") or None,
+        **values,  # type: ignore[arg-type]
         **_temporal_tls(env),  # type: ignore[arg-type]
         **_observability(env),  # type: ignore[arg-type]
         **_tuning(env),  # type: ignore[arg-type]

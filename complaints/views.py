@@ -1,0 +1,54 @@
+"""What a complaint's view says, as pure functions of it: no Temporal, no I/O.
+
+The workflow keeps its state as a :class:`~complaints.models.ComplaintView`; these read it:
+the anonymous view a closed complaint keeps for its retention year, and the alerts whose
+cause still stands (the ``ComplaintOpenAlerts`` search attribute).
+"""
+
+from __future__ import annotations
+
+from complaints.models import OPEN_PHASES, AlertKind, ComplaintView, LetterKind, Phase, Verdict
+
+
+def anonymous(view: ComplaintView) -> ComplaintView:
+    """The view without anything that may identify the complainant or quote them.
+
+    Kept: ids, phases, outcome, dates, deadlines, letter and alert kinds, measures (staff
+    write them without personal data) and who on the staff acted. Dropped: every note,
+    letter recipients and refusal reasons, the decision's motivation, the verdict's text and
+    the mediator.
+    """
+    v = view.model_copy(deep=True)
+    for entry in v.history:
+        entry.note = None
+    for letter in v.letters:
+        letter.to = ""
+        letter.error = None
+    if v.decision:
+        v.decision.motivation = ""
+    if v.verdict:
+        v.verdict = Verdict(summary="", consequences=[], at=v.verdict.at)
+    v.mediator = None
+    return v
+
+
+def open_alerts(view: ComplaintView) -> list[str]:
+    """The alerts whose cause still stands, sorted, for operators to find (``ComplaintOpenAlerts``)."""
+    still = {
+        AlertKind.INFORMAL_STALLED: view.phase is Phase.INFORMAL,
+        AlertKind.ACKNOWLEDGEMENT_OVERDUE: view.acknowledged_at is None and view.phase in OPEN_PHASES,
+        AlertKind.RESOLUTION_DUE_SOON: view.phase is Phase.FORMAL,
+        AlertKind.RESOLUTION_OVERDUE: view.phase is Phase.FORMAL,
+        AlertKind.CONSEQUENCES_OVERDUE: view.phase is Phase.CONSEQUENCES,
+        AlertKind.MEDIATION_STALLED: view.phase is Phase.MEDIATION and view.mediator is None,
+        AlertKind.LETTER_UNDELIVERABLE: view.phase in OPEN_PHASES and bool(undelivered_kinds(view)),
+    }
+    return sorted({a.kind.value for a in view.alerts if still.get(a.kind, False)})
+
+
+def undelivered_kinds(view: ComplaintView) -> set[LetterKind]:
+    """The letter kinds whose last attempt failed (no later letter of that kind went out)."""
+    last: dict[LetterKind, str] = {}
+    for letter in view.letters:
+        last[letter.kind] = letter.status
+    return {kind for kind, status in last.items() if status == "failed"}

@@ -1,0 +1,36 @@
+"""How the workflows call their activities: retry policies and timeouts, shared by both workflows.
+
+The dossier and the mail server are retried until they are back: an outage must not lose a
+letter, an alert, a dossier write or the year's report. A permanent refusal (an activity's
+non-retryable ApplicationError, e.g. the mail server refusing an address for good) ends the
+retries at once.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+DOSSIER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
+                            maximum_interval=timedelta(minutes=1))
+MAIL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2.0,
+                         maximum_interval=timedelta(minutes=5))
+
+#: A complaint's activities (one dossier write, one letter); a killed worker's are retried after this.
+ACTIVITY_TIMEOUT = timedelta(seconds=30)
+#: The working-day calendar, a local activity.
+CALENDAR_TIMEOUT = timedelta(seconds=10)
+
+#: The yearly analysis: the report's SQL over a year of complaints, its storage, and the mail
+#: (which renders the chart with matplotlib before sending).
+COMPUTE_REPORT_TIMEOUT = timedelta(minutes=5)
+STORE_REPORT_TIMEOUT = timedelta(seconds=60)
+MAIL_REPORT_TIMEOUT = timedelta(minutes=2)
+
+
+def failure_reason(err: ActivityError) -> str:
+    """Why an activity failed for good, as its ApplicationError says it (e.g. the SMTP refusal)."""
+    cause = err.cause
+    return str(cause.message if isinstance(cause, ApplicationError) else err)
