@@ -31,6 +31,7 @@ COPY worker.py admin.py ./
 COPY complaints/ complaints/
 COPY infra/ infra/
 COPY dossier/ dossier/
+COPY intake/ intake/
 COPY workflows/ workflows/
 COPY activities/ activities/
 COPY starter/ starter/

@@ -25,6 +25,7 @@ import typing
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any, Callable
 
 from pydantic import ValidationError
@@ -40,11 +41,24 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from complaints import search_attributes as sa
 from complaints.calendar import AMSTERDAM, local_date
-from complaints.models import DECISION_OUTCOMES, AnnualAnalysisInput, ComplaintView, LetterKind, Phase, StaffAction
+from complaints.ids import complaint_id_for
+from complaints.models import (
+    DECISION_OUTCOMES,
+    AnnualAnalysisInput,
+    ComplaintSubmission,
+    ComplaintView,
+    LetterKind,
+    Phase,
+    StaffAction,
+)
 from complaints.report_format import render_text
 from dossier.audit import DossierUnavailable, read_audit, read_erasure
+from dossier.correspondence import attach_files, read_attachment, read_message, read_messages
 from infra.cli import CliError, connect_or_fail, exit_process, fail, first_line
 from infra.config import ConfigError, Settings, load_settings
+from intake.mail import Unreadable, read_mail
+from intake.start import submit_complaint
+from intake.validate import IntakeError, validate_complaints
 from workflows.analysis import AnnualAnalysisWorkflow
 from workflows.complaint import ComplaintWorkflow
 
@@ -78,6 +92,12 @@ def _date(value: str) -> date:
         return date.fromisoformat(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a date (use YYYY-MM-DD)") from None
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number from 1 up")
+    return int(value)
 
 
 def _year(value: str) -> int:
@@ -145,6 +165,14 @@ ACTIONS: dict[str, Action] = {
         "correct the complainant's e-mail address (e.g. after a letter bounced); then use resend",
         (("--email", "email", {"required": True, "metavar": "ADDRESS", "help": "the correct e-mail address"}),),
         lambda v: "e-mail address corrected"),
+    "complete": Action(
+        ComplaintWorkflow.complete,
+        "fill in minimum contents the complaint arrived without (a complaint by e-mail), or correct them",
+        (("--organisation", "organisation", {"metavar": "TEXT", "help": "the complainant's organisation"}),
+         ("--phone", "phone", {"metavar": "NUMBER", "help": "the complainant's phone number"}),
+         ("--product", "product", {"metavar": "TEXT", "help": "the product or service complained about"}),
+         ("--motivation", "motivation", {"metavar": "TEXT", "help": "the complainant's motivation"})),
+        lambda v: "completed" if not v.missing else f"still missing: {', '.join(v.missing)}"),
     "resend": Action(
         ComplaintWorkflow.resend,
         "send again a letter the mail server refused (to the current, corrected address)",
@@ -164,11 +192,47 @@ def _parser() -> argparse.ArgumentParser:
     lister = commands.add_parser("list", parents=[common], help="list complaints",
                                  description="List complaints (with --json: one JSON object per line).")
     lister.add_argument("--phase", choices=[p.value for p in Phase])
+    lister.add_argument("--incomplete", action="store_true",
+                        help="only complaints still missing minimum contents (complaints by e-mail)")
     commands.add_parser("show", parents=[common], help="show one complaint").add_argument("id", metavar="ID")
     commands.add_parser("audit", parents=[common], help="the complaint's audit trail, from the dossier",
                         description="Every event, letter, alert and measure of one complaint and its erasure "
                                     "record, read from the dossier in PostgreSQL (DATABASE_URL)."
                         ).add_argument("id", metavar="ID")
+    commands.add_parser("messages", parents=[common], help="the complaint's correspondence, from the dossier",
+                        description="Every mail about one complaint that reached the info@ mailbox (its first "
+                                    "mail, replies, automatic replies, bounces): number, date, sender, subject "
+                                    "and attachments.").add_argument("id", metavar="ID")
+    one = commands.add_parser("message", parents=[common], help="print one mail of the complaint",
+                              description="Print mail N of the complaint (see messages): who sent it, when, its "
+                                          "subject, attachments and text.")
+    one.add_argument("id", metavar="ID")
+    one.add_argument("number", metavar="N", type=_positive)
+    attachment = commands.add_parser("attachment", parents=[common], help="write out one attachment",
+                                     description="Write attachment N of the complaint (see messages) to a file: "
+                                                 "by default its own name in the current folder.")
+    attachment.add_argument("id", metavar="ID")
+    attachment.add_argument("number", metavar="N", type=_positive)
+    attachment.add_argument("--out", metavar="FILE", help="where to write it (- for standard output)")
+    register = commands.add_parser(
+        "register", parents=[common], help="register a complaint that came by post or in a conversation",
+        description="Register a complaint that arrived on paper or was told to staff: the same checks and exit "
+                    "codes as python -m starter; the scan (or notes) attached. Prints the complaint id.")
+    register.add_argument("--channel", required=True, choices=["letter", "conversation"])
+    register.add_argument("--route", choices=["formal", "informal"], default=None,
+                          help="formal (default for a letter) or informal (default for a conversation)")
+    for flag, what in [("--name", "the complainant's name"), ("--organisation", "their organisation"),
+                       ("--email", "their e-mail address"), ("--phone", "their phone number"),
+                       ("--product", "the product or service complained about")]:
+        register.add_argument(flag, required=True, metavar="TEXT", help=what)
+    register.add_argument("--submitted-on", required=True, type=_date, metavar="YYYY-MM-DD",
+                          help="the date the complainant wrote or said it")
+    register.add_argument("--description-file", required=True, type=Path, metavar="FILE",
+                          help="the complaint's description (UTF-8 text)")
+    register.add_argument("--motivation-file", required=True, type=Path, metavar="FILE",
+                          help="the complainant's motivation (UTF-8 text)")
+    register.add_argument("--attach", action="append", default=[], type=Path, metavar="FILE",
+                          help="a file to keep with the complaint, e.g. the scan (repeatable)")
     commands.add_parser("analyse", parents=[common], help="run the yearly analysis of a year now",
                         description="Run the yearly analysis of one calendar year now: the report is stored in "
                                     "the dossier, mailed to the director and printed (with --json: the report "
@@ -202,7 +266,9 @@ def _staff(args: argparse.Namespace) -> str:
 
 
 def _option(loc: tuple[Any, ...]) -> str:
-    field = str(loc[0]) if loc else "input"
+    if not loc:
+        return "options"
+    field = str(loc[0])
     flag = {"by": "--as", "consequences": "--consequence"}.get(field, "--" + field.replace("_", "-"))
     return flag + (f" #{loc[1] + 1}" if len(loc) > 1 and isinstance(loc[1], int) else "")
 
@@ -224,7 +290,7 @@ def _json(value: Any) -> str:  # for programs: ISO-8601 with offset
 
 def _render(v: ComplaintView) -> str:
     d = v.deadlines
-    lines = [f"{v.complaint_id}  {v.product}",
+    lines = [f"{v.complaint_id}  {v.product or '(product not yet known)'}",
              f"  phase {v.phase}, outcome {v.outcome or '-'}; "
              f"{'formal' if v.formal_received_at else v.route} route, via {v.channel}",
              f"  received      {_when(v.received_at)}"
@@ -235,11 +301,16 @@ def _render(v: ComplaintView) -> str:
              f"  mediator      {v.mediator or '-'}",
              f"  closed        {_when(v.closed_at)}; personal data erased {_when(d.purge_on)}",
              f"  next          {_when(v.next_deadline)}" + (f": {v.next_deadline_for}" if v.next_deadline else "")]
+    if v.missing:
+        lines.append(f"  missing       {', '.join(v.missing)} (the acknowledgement asked for them; "
+                     f"fill them in with: {PROG} complete {v.complaint_id})")
     for title, items in [
             ("letters", [f"{_when(x.sent_at)}  {x.kind} #{x.sequence} to {x.to or '-'} ({x.status})"
                          for x in v.letters]),
             ("alerts", [f"{_when(a.at)}  {a.kind}" for a in v.alerts]),
             ("measures", [f"{_when(m.at)}  {m.text} ({m.by or '-'})" for m in v.measures]),
+            ("messages", [f"{_when(m.at)}  {m.kind} from "
+                          f"{'the complainant' if m.from_complainant else 'another address'}" for m in v.messages]),
             ("history", [f"{_when(h.at)}  {h.action} by {h.by}" + (f": {h.note}" if h.note else "")
                          for h in v.history])]:
         lines += [f"{title}:"] + [f"  {item}" for item in items] if items else []
@@ -248,8 +319,9 @@ def _render(v: ComplaintView) -> str:
 
 def _erased(erasure: dict[str, Any]) -> str:
     return (f"Personal data erased on {local_date(erasure['erased_at']).isoformat()} ({erasure['reason']}): "
-            f"{', '.join(erasure['fields']) or 'nothing was left'}; {erasure['letters_erased']} letter(s) "
-            f"and {erasure['notes_erased']} history note(s) cleared")
+            f"{', '.join(erasure['fields']) or 'nothing was left'}; {erasure['letters_erased']} letter(s), "
+            f"{erasure['notes_erased']} history note(s), {erasure.get('mails_erased', 0)} mail(s) and "
+            f"{erasure.get('attachments_erased', 0)} attachment(s) cleared")
 
 
 def _render_audit(trail: dict[str, Any]) -> str:
@@ -276,6 +348,8 @@ async def _list(client: Client, args: argparse.Namespace) -> int:
     query = "WorkflowType = 'ComplaintWorkflow'"
     if args.phase:
         query += f" AND ComplaintPhase = '{args.phase}'"  # a Phase value (argparse choices)
+    if args.incomplete:
+        query += " AND ComplaintIncomplete = true"
     if not args.json:
         print(f"{'COMPLAINT':<26}  {'PHASE':<12}  {'NEXT DEADLINE':<22}  PRODUCT")
     async for wf in client.list_workflows(query):
@@ -323,6 +397,145 @@ async def _erasure(settings: Settings, complaint_id: str) -> tuple[dict[str, Any
         return ({"erasure": None, "erasure_error": error},
                 f"Personal data erased; the erasure record could not be read: {error}")
     return {"erasure": erasure}, _erased(erasure) if erasure else "Personal data erased; no erasure record found"
+
+
+DOSSIER_COMMANDS = ("messages", "message", "attachment")
+
+
+async def _dossier_command(settings: Settings, args: argparse.Namespace) -> int:
+    """messages, message and attachment: the complaint's correspondence, read from the dossier."""
+    try:
+        async with asyncio.timeout(ANSWER_TIMEOUT):
+            if args.command == "messages":
+                return _print_messages(args, await read_messages(settings.database_url, args.id))
+            if args.command == "message":
+                found = await read_message(settings.database_url, args.id, args.number)
+                if found is None:
+                    return _fail(4, f"complaint {args.id!r} has no mail {args.number} (see: {PROG} messages ID)")
+                return _print_message(args, found)
+            found = await read_attachment(settings.database_url, args.id, args.number)
+            if found is None:
+                return _fail(4, f"complaint {args.id!r} has no attachment {args.number} (see: {PROG} messages ID)")
+            return _write_attachment(args, found)
+    except DossierUnavailable as err:
+        return _fail(1, str(err))
+    except TimeoutError:
+        return _fail(1, "the dossier did not answer in time")
+
+
+def _print_messages(args: argparse.Namespace, mails: list[dict[str, Any]]) -> int:
+    if args.json:
+        for mail in mails:
+            print(_json(mail))
+        return 0
+    if not mails:
+        print(f"{args.id}: no mail about it in the dossier")
+        return 0
+    for mail in mails:
+        sender = "(erased)" if mail["erased"] else mail["from_address"] or "-"
+        subject = "" if mail["erased"] else mail["subject"] or ""
+        print(f"{mail['sequence']:>3}  {_when(mail['received_at'])}  {mail['kind']:<10}  {sender}  {subject}")
+        for a in mail["attachments"]:
+            print(f"     attachment {a['number']}: {a['filename'] or '(erased)'} ({a['content_type']}, "
+                  f"{_size(a['size'])})")
+    return 0
+
+
+def _print_message(args: argparse.Namespace, found: dict[str, Any]) -> int:
+    raw = found.pop("raw")
+    if raw is None:
+        text = None
+    else:
+        try:
+            text = read_mail(bytes(raw)).text
+        except Unreadable as err:
+            text = f"(the text cannot be shown: {err})"
+    if args.json:
+        print(_json({**found, "text": text}))
+        return 0
+    sender = f"{found['from_name']} <{found['from_address']}>" if found["from_name"] else found["from_address"]
+    lines = [f"{args.id}  mail {found['sequence']} ({found['kind']}), received {_when(found['received_at'])}",
+             f"From:     {sender or '(erased)'}", f"Subject:  {found['subject'] or ''}"]
+    lines += [f"Attachment {a['number']}: {a['filename'] or '(erased)'} ({a['content_type']}, {_size(a['size'])})"
+              for a in found["attachments"]]
+    lines += ["", text if text is not None else "(erased with the complaint's personal data)"]
+    print("\n".join(lines))
+    return 0
+
+
+def _write_attachment(args: argparse.Namespace, found: dict[str, Any]) -> int:
+    if found["data"] is None:
+        return _fail(4, f"attachment {args.number} was erased with the complaint's personal data")
+    data = bytes(found["data"])
+    if args.out == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return 0
+    target = Path(args.out) if args.out else Path(re.sub(r"[^\w.() -]+", "_", found["filename"] or "")
+                                                  .strip(" .") or f"attachment-{args.number}")
+    if args.out is None and target.exists():
+        return _fail(2, f"{target} exists already: choose another name with --out FILE")
+    try:
+        target.write_bytes(data)
+    except OSError as err:
+        return _fail(2, f"--out: cannot write {target} ({err.strerror or type(err).__name__})")
+    print(f"{target} ({_size(len(data))}, sha256 {found['sha256']})")
+    return 0
+
+
+def _size(size: int) -> str:
+    return f"{size} bytes" if size < 1024 else f"{size / 1024:.0f} kB" if size < 1024 * 1024 else \
+        f"{size / 1024 / 1024:.1f} MB"
+
+
+def _registration(args: argparse.Namespace) -> ComplaintSubmission:
+    """The complaint as staff register it, checked as the starter checks intake (IntakeError names each problem)."""
+    texts: dict[str, str] = {}
+    for field, path in [("description", args.description_file), ("motivation", args.motivation_file)]:
+        try:
+            texts[field] = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            why = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
+            raise IntakeError([f"--{field}-file: cannot read {path} ({why})"]) from None
+    for path in args.attach:
+        if not path.is_file():
+            raise IntakeError([f"--attach: {path} is not a file"])
+    route = args.route or ("formal" if args.channel == "letter" else "informal")
+    item = {"channel": args.channel, "route": route, "submitted_on": args.submitted_on.isoformat(),
+            "complainant": {"name": args.name, "organisation": args.organisation, "email": args.email,
+                            "phone": args.phone}, "product": args.product, **texts}
+    try:
+        [complaint] = validate_complaints([item])
+    except IntakeError as err:
+        flags = {"complainant.": "--", "submitted_on": "--submitted-on", "description": "--description-file",
+                 "motivation": "--motivation-file", "item 1: ": ""}
+        problems = []
+        for problem in err.problems:
+            for old, new in flags.items():
+                problem = problem.replace(old, new)
+            problems.append(problem if problem.startswith("--") else "--" + problem)
+        raise IntakeError(problems) from None
+    return complaint
+
+
+async def _register(client: Client, args: argparse.Namespace, settings: Settings,
+                    complaint: ComplaintSubmission | StaffAction | None) -> int:
+    assert isinstance(complaint, ComplaintSubmission)
+    complaint_id = complaint_id_for(complaint)
+    try:
+        if args.attach:
+            async with asyncio.timeout(ANSWER_TIMEOUT):
+                await attach_files(settings.database_url, complaint_id, args.attach)
+        started = await submit_complaint(client, complaint, task_queue=settings.task_queue)
+    except DossierUnavailable as err:
+        return _fail(1, f"{err}; nothing was registered")
+    except TimeoutError:
+        return _fail(1, "the dossier did not answer in time; nothing was registered")
+    except Exception as err:  # noqa: BLE001 - Temporal unreachable: one line; registering again is safe
+        return _fail(1, f"registering failed: {first_line(err)} (registering again is safe)")
+    print(_json({"complaint_id": started.complaint_id, "created": started.created}) if args.json
+          else started.complaint_id)
+    return 0
 
 
 async def _audit(settings: Settings, args: argparse.Namespace) -> int:
@@ -379,26 +592,30 @@ async def _act(client: Client, args: argparse.Namespace, payload: StaffAction) -
     return 0
 
 
-async def _run(args: argparse.Namespace, payload: StaffAction | None) -> int:
+async def _run(args: argparse.Namespace, payload: StaffAction | ComplaintSubmission | None) -> int:
     try:
         settings = load_settings()
     except ConfigError as err:
         return _fail(2, str(err))
     if args.command == "audit":  # the dossier only: no Temporal needed
         return await _audit(settings, args)
+    if args.command in DOSSIER_COMMANDS:
+        return await _dossier_command(settings, args)
     try:
         client = await connect_or_fail(settings)
     except CliError as err:
         return _fail(err.code, err.message)
     if args.command == "analyse":
         return await _analyse(client, args, settings)
+    if args.command == "register":
+        return await _register(client, args, settings, payload)
     try:
         async with asyncio.timeout(ANSWER_TIMEOUT + 5):
             if args.command == "list":
                 return await _list(client, args)
             if args.command == "show":
                 return await _show(client, args, settings)
-            assert payload is not None
+            assert isinstance(payload, StaffAction)
             return await _act(client, args, payload)
     except Refused as err:
         print(f"refused: {err}", file=sys.stderr)
@@ -434,6 +651,13 @@ def main(argv: list[str] | None = None) -> int:
             args.staff = _staff(args)
         except ValueError as err:
             return _fail(2, f"analyse: {err}")
+    elif args.command == "register":
+        try:
+            payload = _registration(args)
+        except IntakeError as err:
+            for problem in err.problems:
+                print(f"register: {problem}", file=sys.stderr)
+            return _fail(2, "nothing was registered")
     try:
         return asyncio.run(_run(args, payload))
     except KeyboardInterrupt:

@@ -21,25 +21,31 @@ from datetime import timedelta
 import asyncpg
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 import workflows
 import workflows.analysis
 import workflows.complaint
+import workflows.mailbox
 from activities.analysis import AnalysisActivities
 from activities.calendar import CalendarActivities
 from activities.dossier import DossierActivities
 from activities.letters import LetterTemplates
 from activities.mail import MailActivities
+from activities.mailbox import MailboxActivities
 from complaints import search_attributes
 from complaints.calendar import WorkingDayCalendar
+from complaints.models import MailboxWorkflowInput
 from dossier.schema import apply_migrations
 from infra.config import ConfigError, Settings, load_settings
 from infra.observability import build_runtime, configure_logging
 from infra.temporal_client import connect, data_converter
 from workflows.analysis import AnnualAnalysisWorkflow
 from workflows.complaint import ComplaintWorkflow
+from workflows.mailbox import MailboxWorkflow
+from workflows.mailbox import workflow_id as mailbox_workflow_id
 from workflows.schedule import ensure_annual_schedule
 
 log = logging.getLogger("complaints.worker")
@@ -84,6 +90,17 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
     return pool
 
 
+async def ensure_mailbox_reader(client: Client, settings: Settings) -> None:
+    """Start the mailbox's workflow unless it runs (any number of workers: one reader per folder)."""
+    assert settings.mailbox is not None
+    folder = settings.mailbox.folder
+    await client.start_workflow(
+        MailboxWorkflow.run, MailboxWorkflowInput(folder=folder), id=mailbox_workflow_id(folder),
+        task_queue=settings.task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        static_summary=f"the info@ mailbox: folder {folder}, new mail every {settings.mailbox.poll_seconds} s")
+
+
 def compile_workflow_modules() -> None:
     """Write the workflow modules' bytecode next to their source.
 
@@ -93,7 +110,7 @@ def compile_workflow_modules() -> None:
     worker's CPU in a burst of complaints (BENCHMARKS.md). Best effort: a read-only tree is
     left as it is (the Docker image compiles at build time).
     """
-    for module in (workflows, workflows.complaint, workflows.analysis):
+    for module in (workflows, workflows.complaint, workflows.analysis, workflows.mailbox):
         if module.__file__ and module.__file__.endswith(".py"):
             with contextlib.suppress(OSError, py_compile.PyCompileError):
                 py_compile.compile(module.__file__, cfile=importlib.util.cache_from_source(module.__file__),
@@ -112,8 +129,9 @@ def build_worker(client: Client, settings: Settings, pool: asyncpg.Pool, **optio
     dossier = DossierActivities(pool)
     mail = MailActivities(pool, settings, LetterTemplates())
     analysis = AnalysisActivities(pool, settings)
+    mailbox = MailboxActivities(pool, settings, client)
     arguments: dict[str, object] = {
-        "workflows": [ComplaintWorkflow, AnnualAnalysisWorkflow],
+        "workflows": [ComplaintWorkflow, AnnualAnalysisWorkflow, MailboxWorkflow],
         "workflow_runner": workflow_runner(),
         "activities": [
             calendar.plan_deadline,
@@ -122,6 +140,10 @@ def build_worker(client: Client, settings: Settings, pool: asyncpg.Pool, **optio
             dossier.purge_dossier,
             mail.send_letter,
             mail.send_alert,
+            mail.send_mailbox_alert,
+            mailbox.list_new_mail,
+            mailbox.process_mail,
+            mailbox.quarantine_mail,
             analysis.compute_annual_report,
             analysis.store_annual_report,
             analysis.mail_annual_report,
@@ -141,6 +163,10 @@ async def run(settings: Settings) -> None:
         log.info("registered search attributes: %s", ", ".join(added))
     await ensure_annual_schedule(client, settings.task_queue)
     log.info("schedule of the yearly analysis in place (15 January, 06:00 Europe/Amsterdam)")
+    if settings.mailbox is not None:
+        await ensure_mailbox_reader(client, settings)
+        log.info("reading the mailbox %s (workflow %s)", settings.mailbox.where,
+                 mailbox_workflow_id(settings.mailbox.folder))
     compile_workflow_modules()
     pool = await create_pool(settings)
     try:

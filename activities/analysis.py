@@ -79,7 +79,7 @@ SELECT grouping(route) = 0 AND grouping(month) = 1 AS by_route,
        grouping(outcome) = 0 AS by_outcome,
        grouping(month) = 0 AS by_month,
        route, channel, product, outcome, month, count(*) AS n
-FROM (SELECT route, channel, product,
+FROM (SELECT route, channel, coalesce(product, 'unknown') AS product,
              CASE WHEN phase IN ('closed', 'purged') THEN coalesce(outcome, 'unknown') ELSE 'open' END AS outcome,
              extract(month FROM received_at AT TIME ZONE 'Europe/Amsterdam')::int AS month
       FROM complaints

@@ -59,6 +59,10 @@ class DossierActivities:
                     verdict_at = $15, verdict_summary = CASE WHEN $21 THEN $16 ELSE verdict_summary END,
                     consequences_by = $17, closed_at = $18, purge_on = $19,
                     complainant_email = coalesce($22, complainant_email),
+                    product = coalesce($23, product),
+                    complainant_organisation = coalesce($24, complainant_organisation),
+                    complainant_phone = coalesce($25, complainant_phone),
+                    motivation = coalesce($26, motivation),
                     state_version = $20, updated_at = now()
                 WHERE complaint_id = $1 AND state_version < $20 AND purged_at IS NULL
                 """,
@@ -71,7 +75,9 @@ class DossierActivities:
                 v.phase is Phase.MEDIATION or v.mediator is not None, v.mediator,
                 v.verdict.at if v.verdict else None, v.verdict.summary if v.verdict else None,
                 d.consequences_by, v.closed_at, d.purge_on, facts.version, facts.includes_personal_data,
-                facts.contact_email if facts.includes_personal_data else None,
+                facts.contact_email if facts.includes_personal_data else None, v.product,
+                *((c.organisation, c.phone, c.motivation) if (c := facts.contents) and facts.includes_personal_data
+                  else (None, None, None)),
             )
             await conn.executemany(
                 """
@@ -94,7 +100,8 @@ class DossierActivities:
                 INSERT INTO measures (complaint_id, sequence, recorded_at, actor, product, measure)
                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING
                 """,
-                [(v.complaint_id, i, m.at, m.by, v.product, m.text) for i, m in enumerate(v.measures, 1)],
+                [(v.complaint_id, i, m.at, m.by, v.product or UNKNOWN_PRODUCT, m.text)
+                 for i, m in enumerate(v.measures, 1)],
             )
         if _count(status):  # not when a newer state was already written
             activity.logger.info("dossier written", extra={"version": facts.version, "phase": v.phase.value})
@@ -104,7 +111,8 @@ class DossierActivities:
         """Erase the personal data; keep the anonymous facts the yearly analysis needs.
 
         One transaction erases the personal columns, the letters' recipients, bodies and
-        SMTP errors (which can quote the address) and the history notes, writes the erasure
+        SMTP errors (which can quote the address), the history notes, the mails about it and their
+        attachments (bytes, sender, subject, file names), writes the erasure
         record (what was erased and when, no personal data) and the ``purged`` event (without
         a note: no event keeps one). A second purge finds the record and returns it, writing nothing.
         """
@@ -127,6 +135,13 @@ class DossierActivities:
                 " AND (recipient IS NOT NULL OR body IS NOT NULL OR error IS NOT NULL)", cid))
             notes = _count(await conn.execute(
                 "UPDATE complaint_events SET note = NULL WHERE complaint_id = $1 AND note IS NOT NULL", cid))
+            mails = _count(await conn.execute(
+                "UPDATE mails SET raw = NULL, message_id = NULL, from_address = NULL, from_name = NULL,"
+                " subject = NULL WHERE complaint_id = $1 AND (raw IS NOT NULL OR message_id IS NOT NULL"
+                " OR from_address IS NOT NULL OR from_name IS NOT NULL OR subject IS NOT NULL)", cid))
+            attachments = _count(await conn.execute(
+                "UPDATE attachments SET filename = NULL, data = NULL WHERE complaint_id = $1"
+                " AND (filename IS NOT NULL OR data IS NOT NULL)", cid))
             await conn.execute(
                 """
                 INSERT INTO complaint_events (complaint_id, sequence, at, action, actor, note)
@@ -136,12 +151,14 @@ class DossierActivities:
                 """,
                 cid, erased_at)
             record = await conn.fetchrow(
-                "INSERT INTO erasures (complaint_id, erased_at, fields, letters_erased, notes_erased, reason)"
-                " VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
-                cid, erased_at, [c for c in PERSONAL_COLUMNS if held[c]], letters, notes, ERASURE_REASON)
+                "INSERT INTO erasures (complaint_id, erased_at, fields, letters_erased, notes_erased, reason,"
+                " mails_erased, attachments_erased) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
+                cid, erased_at, [c for c in PERSONAL_COLUMNS if held[c]], letters, notes, ERASURE_REASON,
+                mails, attachments)
         activity.logger.info("personal data erased from the dossier",
                              extra={"fields_erased": len(record["fields"]), "letters_erased": letters,
-                                    "notes_erased": notes})
+                                    "notes_erased": notes, "mails_erased": mails,
+                                    "attachments_erased": attachments})
         return _erasure(record)
 
 
@@ -150,6 +167,8 @@ PERSONAL_COLUMNS = ("complainant_name", "complainant_organisation", "complainant
                     "reference", "description", "motivation", "decision_motivation", "mediator",
                     "verdict_summary")
 ERASURE_REASON = "retention year ended"
+#: The product of a complaint that came by mail without naming one (until it is filled in).
+UNKNOWN_PRODUCT = "unknown"
 
 
 def _count(status: str) -> int:
@@ -160,4 +179,5 @@ def _count(status: str) -> int:
 def _erasure(row: asyncpg.Record) -> PurgeResult:
     return PurgeResult(purged_at=row["erased_at"], erased_at=row["erased_at"], fields=list(row["fields"]),
                        letters_erased=row["letters_erased"], notes_erased=row["notes_erased"],
+                       mails_erased=row["mails_erased"], attachments_erased=row["attachments_erased"],
                        reason=row["reason"])

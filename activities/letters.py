@@ -11,8 +11,9 @@ from pathlib import Path
 from string import Template
 
 from complaints import terms
+from complaints.contents import ASKED_AS, label
 from complaints.calendar import dutch_long_date
-from complaints.models import LetterKind, Outcome, SendAlertInput, SendLetterInput
+from complaints.models import AlertKind, LetterKind, MailboxAlertInput, Outcome, Phase, SendAlertInput, SendLetterInput
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 
@@ -34,7 +35,16 @@ ALERT_TEXT = {
     "mediation-stalled": f"Er is {terms.MEDIATOR_WITHIN.nl()} na het uitblijven van overeenstemming nog geen "
                          "onafhankelijke mediator ingeschakeld.",
     "letter-undeliverable": "Een brief aan de indiener kon niet worden bezorgd.",
+    "message-received": "Er is een bericht over de klacht binnengekomen in de mailbox. Lees het met: "
+                        "python admin.py messages <klacht>.",
+    "complaint-incomplete": f"De klacht mist {terms.COMPLETE_WITHIN.nl()} na ontvangst nog gegevens die de "
+                            "procedure vraagt. Vul ze aan met: python admin.py complete <klacht>.",
+    "mail-quarantined": "Een e-mail in de mailbox kon niet worden verwerkt en is apart gezet.",
 }
+
+#: Added to ``message-received`` when the complaint is decided: the complainant may not agree.
+MAY_DISAGREE = ("De klacht is besloten: de indiener is het mogelijk niet eens met het besluit. Is dat zo, "
+                "leg het dan vast met: python admin.py disagree <klacht>.")
 
 
 @dataclass(frozen=True)
@@ -66,7 +76,8 @@ class LetterTemplates:
             terms.template_values(),
             complaint_id=letter.complaint_id,
             name=letter.recipient.name,
-            product=letter.product,
+            about_product=f' over "{letter.product}"' if letter.product else "",
+            missing_section=missing_section(letter.missing),
             submitted_on=dutch_long_date(letter.submitted_on),
             received_on=dutch_long_date(letter.received_at),
             acknowledge_by=dutch_long_date(letter.acknowledge_by) if letter.acknowledge_by else "",
@@ -80,17 +91,40 @@ class LetterTemplates:
         return Rendered(subject=f"{subject} (klacht {letter.complaint_id})", body=body)
 
 
+def missing_section(missing: list[str]) -> str:
+    """What the acknowledgement asks for when minimum contents are missing (empty when none are)."""
+    if not missing:
+        return ""
+    wanted = "\n".join(f"- {ASKED_AS[field][0]}" for field in missing)
+    example = "\n".join(f"{label(field)}: {ASKED_AS[field][1]}" for field in missing)
+    return ("Uw klacht is ontvangen, maar nog niet compleet. Om uw klacht te kunnen behandelen, hebben wij "
+            f"nog nodig:\n{wanted}\n\nU kunt deze gegevens sturen door op deze e-mail te antwoorden, met "
+            f"voor elk gegeven een regel die begint met de naam ervan, bijvoorbeeld:\n\n{example}\n\n")
+
+
 def render_alert(alert: SendAlertInput) -> Rendered:
     """An alert carries no personal data: complaint id, product, phase and deadline only."""
+    text = ALERT_TEXT.get(alert.kind.value, alert.kind.value)
+    if alert.kind is AlertKind.MESSAGE_RECEIVED and alert.phase is Phase.DECIDED:
+        text += " " + MAY_DISAGREE
     lines = [
-        ALERT_TEXT.get(alert.kind.value, alert.kind.value),
+        text,
         "",
         f"Klacht: {alert.complaint_id}",
-        f"Product of dienst: {alert.product}",
+        f"Product of dienst: {alert.product or '-'}",
         f"Fase: {alert.phase.value}",
     ]
     if alert.deadline:
         lines.append(f"Termijn: {dutch_long_date(alert.deadline)} ({alert.deadline.isoformat()})")
     lines += ["", "Bekijk de klacht met: python admin.py show " + alert.complaint_id]
     return Rendered(subject=f"Signalering {alert.kind.value} (klacht {alert.complaint_id})",
+                    body="\n".join(lines) + "\n")
+
+
+def render_mailbox_alert(alert: MailboxAlertInput) -> Rendered:
+    """An alert about the mailbox itself: where the mail is and why, none of its content."""
+    lines = [ALERT_TEXT.get(alert.kind.value, alert.kind.value), "",
+             f"Map: {alert.folder}", f"UID: {alert.uid} (UIDVALIDITY {alert.uidvalidity})", f"Reden: {alert.reason}",
+             "", "De e-mail staat ongewijzigd in die map; bekijk hem met een e-mailprogramma."]
+    return Rendered(subject=f"Signalering {alert.kind.value} (map {alert.folder}, UID {alert.uid})",
                     body="\n".join(lines) + "\n")

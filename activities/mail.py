@@ -11,21 +11,23 @@ message again with the same Message-ID, which mail clients treat as one message.
 
 from __future__ import annotations
 
+import email.policy
+import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, parseaddr
+from email.utils import format_datetime, getaddresses, parseaddr
 
 import aiosmtplib
 import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.letters import LetterTemplates, Rendered, render_alert
-from activities.names import SEND_ALERT, SEND_LETTER
-from complaints.models import AlertSent, LetterSent, SendAlertInput, SendLetterInput
+from activities.letters import LetterTemplates, Rendered, render_alert, render_mailbox_alert
+from activities.names import SEND_ALERT, SEND_LETTER, SEND_MAILBOX_ALERT
+from complaints.models import AlertSent, LetterSent, MailboxAlertInput, SendAlertInput, SendLetterInput
 from infra import metrics
 from infra.config import Settings
 
@@ -39,6 +41,10 @@ class MailRefused(ApplicationError):
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message, type=UNDELIVERABLE, non_retryable=True)
         self.code = code
+
+
+#: How messages go on the wire: SMTP line endings, and a header set raw (the Subject) left unfolded.
+WIRE = email.policy.SMTP.clone(refold_source="none")
 
 
 def message_id(complaint_id: str, kind: str, sequence: int, domain: str) -> str:
@@ -65,13 +71,23 @@ class SmtpSender:
         address = parseaddr(self.settings.mail_from)[1]
         return address.rpartition("@")[2] or "level-up.nl"
 
+    @property
+    def address(self) -> str:
+        """Our own sending address (mail from it in the mailbox is ours, never a complaint)."""
+        return parseaddr(self.settings.mail_from)[1].lower()
+
     def compose(self, *, to: str, to_name: str | None, rendered: Rendered, msg_id: str,
                 headers: dict[str, str]) -> EmailMessage:
         msg = EmailMessage()
         msg["From"] = self.settings.mail_from
         # Address() quotes and RFC 2047-encodes the display name (intake rejects control characters).
         msg["To"] = Address(display_name=_display_name(to_name), addr_spec=to)
-        msg["Subject"] = rendered.subject
+        if rendered.subject.isascii():
+            # Kept as written: Python 3.11 folds a subject that just overflows the line whole onto the
+            # next line ("Subject:" CRLF SP ...), which many readers show with a leading space.
+            msg.set_raw("Subject", rendered.subject)
+        else:
+            msg["Subject"] = rendered.subject
         msg["Message-ID"] = msg_id
         msg["Date"] = format_datetime(datetime.now(timezone.utc))
         for name, value in headers.items():
@@ -82,9 +98,11 @@ class SmtpSender:
     async def send(self, msg: EmailMessage) -> None:
         """Send; a permanent refusal (5xx) raises a non-retryable ApplicationError."""
         s = self.settings
+        recipients = [address for _, address in getaddresses(msg.get_all("To", []))]
         try:
             await aiosmtplib.send(
-                msg, hostname=s.smtp_host, port=s.smtp_port,
+                msg.as_bytes(policy=WIRE), sender=parseaddr(str(msg["From"]))[1], recipients=recipients,
+                hostname=s.smtp_host, port=s.smtp_port,
                 username=s.smtp_username, password=s.smtp_password,
                 use_tls=s.smtp_tls == "tls", start_tls=s.smtp_tls == "starttls",
                 timeout=20,  # inside the activity's 30 s
@@ -98,6 +116,19 @@ class SmtpSender:
             if 500 <= err.code < 600 and not isinstance(err, aiosmtplib.SMTPServerDisconnected):
                 raise MailRefused(f"mail server refused the message ({err.code})", err.code) from None
             raise
+
+
+def letter_headers(letter: SendLetterInput) -> dict[str, str]:
+    """A letter's own headers: the complaint and kind, the thread it belongs to, and RFC 3834's mark on
+    letters the system sends by itself (so auto-responders do not answer them)."""
+    headers = {"X-Complaint-Id": letter.complaint_id, "X-Letter-Kind": letter.kind.value}
+    if letter.in_reply_to:
+        headers["In-Reply-To"] = letter.in_reply_to
+    if letter.references:
+        headers["References"] = " ".join(letter.references)
+    if letter.automatic:
+        headers["Auto-Submitted"] = "auto-generated"
+    return headers
 
 
 def _remember_sent() -> datetime:
@@ -151,7 +182,7 @@ class MailActivities:
                 return LetterSent(message_id=msg_id, sent_at=row["sent_at"], to=row["recipient"] or to)
             msg = self._sender.compose(
                 to=to, to_name=letter.recipient.name, rendered=rendered, msg_id=msg_id,
-                headers={"X-Complaint-Id": letter.complaint_id, "X-Letter-Kind": letter.kind.value},
+                headers=letter_headers(letter),
             )
             refused: MailRefused | None = None
             sent_at = _sent_by_earlier_attempt()
@@ -201,7 +232,8 @@ class MailActivities:
             if sent_at is None:
                 msg = self._sender.compose(
                     to=self._settings.director_email, to_name=None, rendered=render_alert(alert), msg_id=msg_id,
-                    headers={"X-Complaint-Id": alert.complaint_id, "X-Alert-Kind": alert.kind.value},
+                    headers={"X-Complaint-Id": alert.complaint_id, "X-Alert-Kind": alert.kind.value,
+                             "Auto-Submitted": "auto-generated"},
                 )
                 await self._sender.send(msg)
                 sent_at = _remember_sent()
@@ -211,4 +243,29 @@ class MailActivities:
             )
         activity.logger.info("alert sent to the director",
                              extra={"kind": alert.kind.value, "sequence": alert.sequence, "message_id": msg_id})
+        return AlertSent(message_id=msg_id, sent_at=sent_at)
+
+    @activity.defn(name=SEND_MAILBOX_ALERT)
+    async def send_mailbox_alert(self, alert: MailboxAlertInput) -> AlertSent:
+        """An alert about the mailbox itself (a mail set aside), sent once per mail."""
+        key = f"{alert.kind.value}:{alert.folder}:{alert.uidvalidity}:{alert.uid}"
+        folder = hashlib.sha256(alert.folder.encode()).hexdigest()[:12]
+        msg_id = f"<mailbox.{alert.kind.value}.{folder}.{alert.uidvalidity}-{alert.uid}@{self._sender.domain}>"
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO mailbox_alerts (alert_key, kind, folder, uidvalidity, uid, reason, message_id)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (alert_key) DO NOTHING",
+                key, alert.kind.value, alert.folder, alert.uidvalidity, alert.uid, alert.reason, msg_id)
+            sent_at = await conn.fetchval("SELECT sent_at FROM mailbox_alerts WHERE alert_key = $1 FOR UPDATE", key)
+            if sent_at is not None:
+                return AlertSent(message_id=msg_id, sent_at=sent_at)
+            sent_at = _sent_by_earlier_attempt()
+            if sent_at is None:
+                msg = self._sender.compose(
+                    to=self._settings.director_email, to_name=None, rendered=render_mailbox_alert(alert),
+                    msg_id=msg_id, headers={"X-Alert-Kind": alert.kind.value, "Auto-Submitted": "auto-generated"})
+                await self._sender.send(msg)
+                sent_at = _remember_sent()
+            await conn.execute("UPDATE mailbox_alerts SET sent_at = $2 WHERE alert_key = $1", key, sent_at)
+        activity.logger.info("mailbox alert sent to the director", extra={"kind": alert.kind.value})
         return AlertSent(message_id=msg_id, sent_at=sent_at)

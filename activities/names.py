@@ -11,3 +11,9 @@ SEND_ALERT = "send_alert"
 COMPUTE_ANNUAL_REPORT = "compute_annual_report"
 STORE_ANNUAL_REPORT = "store_annual_report"
 MAIL_ANNUAL_REPORT = "mail_annual_report"
+
+# The info@ mailbox (workflows/mailbox.py, activities/mailbox.py).
+LIST_NEW_MAIL = "list_new_mail"
+PROCESS_MAIL = "process_mail"
+QUARANTINE_MAIL = "quarantine_mail"
+SEND_MAILBOX_ALERT = "send_mailbox_alert"

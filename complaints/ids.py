@@ -12,17 +12,36 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 from complaints.models import ComplaintSubmission
 
 PREFIX = "complaint-"
 
 
+#: A complaint id as it appears in a letter's subject or Message-ID.
+PATTERN = re.compile(r"complaint-[0-9a-f]{16}")
+#: A mail's Message-ID (RFC 5322 msg-id, angle brackets included).
+MESSAGE_ID = re.compile(r"<[^<>\s@]+@[^<>\s@]+>")
+
+
 def complaint_id_for(submission: ComplaintSubmission) -> str:
     if submission.reference is not None:
-        key = "reference:" + submission.reference
-    else:
-        content = submission.model_dump(mode="json", exclude={"reference"})
-        key = "content:" + json.dumps(content, sort_keys=True, ensure_ascii=False)
-    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
-    return PREFIX + digest[:16]
+        return complaint_id_for_reference(submission.reference)
+    content = submission.model_dump(mode="json", exclude={"reference"})
+    return _id("content:" + json.dumps(content, sort_keys=True, ensure_ascii=False))
+
+
+def complaint_id_for_reference(reference: str) -> str:
+    """The id of the complaint whose channel reference (e.g. its mail's Message-ID) this is."""
+    return _id("reference:" + reference)
+
+
+def _id(key: str) -> str:
+    return PREFIX + hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+
+
+def sender_hash(address: str) -> str:
+    """An e-mail address as mail about a complaint names its sender to the workflow: hashed, so the
+    workflow can tell the complainant's own address without the history holding anyone's address."""
+    return hashlib.sha256(address.strip().lower().encode("utf-8")).hexdigest()

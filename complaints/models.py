@@ -91,6 +91,25 @@ class AlertKind(StrEnum):
     CONSEQUENCES_OVERDUE = "consequences-overdue"
     LETTER_UNDELIVERABLE = "letter-undeliverable"
     MEDIATION_STALLED = "mediation-stalled"
+    #: The complainant (or someone else) wrote about the complaint.
+    MESSAGE_RECEIVED = "message-received"
+    #: Minimum contents of the procedure still missing some working days after receipt.
+    COMPLAINT_INCOMPLETE = "complaint-incomplete"
+    #: A mail in the info@ mailbox could not be processed (no complaint of its own).
+    MAIL_QUARANTINED = "mail-quarantined"
+
+
+class MessageKind(StrEnum):
+    """What a mail about a complaint is."""
+
+    REPLY = "reply"
+    AUTO_REPLY = "auto-reply"
+    BOUNCE = "bounce"
+
+
+#: The procedure's minimum contents that a complaint may lack when it arrives by mail; the
+#: acknowledgement asks for them, and staff or the complainant's reply fill them in.
+MISSING_CAN_BE = ("organisation", "phone", "product", "motivation")
 
 
 # ------------------------------------------------------------------ field types
@@ -188,14 +207,18 @@ class _Model(BaseModel):
 
 class Complainant(_Model):
     name: SingleLine
-    organisation: SingleLine
+    organisation: SingleLine | None = None
     email: Email
-    phone: Phone
+    phone: Phone | None = None
     role: Role = Role.CUSTOMER
 
 
 class ComplaintSubmission(_Model):
-    """One complaint as an intake service submits it (the procedure's minimum contents).
+    """One complaint as the workflow holds it: the procedure's minimum contents.
+
+    A complaint that came by mail may lack some of them (``MISSING_CAN_BE``): it is registered
+    at once and its acknowledgement asks for what is missing. Intake services submit the whole
+    minimum (:class:`IntakeSubmission`).
 
     Rules that depend on the current time ("not in the future") are checked only
     when validation runs with a ``{"now": datetime}`` context: at intake. Inside
@@ -207,11 +230,17 @@ class ComplaintSubmission(_Model):
     channel: Channel
     route: Route = Route.INFORMAL
     complainant: Complainant
-    product: SingleLine
+    product: SingleLine | None = None
     submitted_on: Annotated[date, BeforeValidator(_iso_date)]
     received_at: Annotated[AwareDatetime | None, BeforeValidator(_iso_datetime)] = None
     description: Text
-    motivation: Text
+    motivation: Text | None = None
+
+    def missing(self) -> list[str]:
+        """The minimum contents still missing, in the order of ``MISSING_CAN_BE``."""
+        have = {"organisation": self.complainant.organisation, "phone": self.complainant.phone,
+                "product": self.product, "motivation": self.motivation}
+        return [name for name in MISSING_CAN_BE if have[name] is None]
 
     @field_validator("reference")
     @classmethod
@@ -235,6 +264,31 @@ class ComplaintSubmission(_Model):
         if self.received_at is not None and self.received_at.date() < self.submitted_on:
             raise ValueError("received_at: must not be before submitted_on")
         return self
+
+
+class IntakeComplainant(Complainant):
+    organisation: SingleLine
+    phone: Phone
+
+
+class IntakeSubmission(ComplaintSubmission):
+    """A complaint as an intake service submits it (``python -m starter``): the whole minimum."""
+
+    complainant: IntakeComplainant
+    product: SingleLine
+    motivation: Text
+
+
+class Contents(_Model):
+    """Minimum contents filled in after receipt (by staff, or by the complainant's reply)."""
+
+    organisation: SingleLine | None = None
+    phone: Phone | None = None
+    product: SingleLine | None = None
+    motivation: Text | None = None
+
+    def given(self) -> list[str]:
+        return [name for name in MISSING_CAN_BE if getattr(self, name) is not None]
 
 
 # ---------------------------------------------------------------- workflow input
@@ -337,11 +391,63 @@ class ResendInput(StaffAction):
     kind: LetterKind
 
 
+class CompleteInput(StaffAction):
+    """Fill in minimum contents the complaint arrived without (or correct them)."""
+
+    organisation: SingleLine | None = None
+    phone: Phone | None = None
+    product: SingleLine | None = None
+    motivation: Text | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> CompleteInput:
+        if self.contents().given() == []:
+            raise ValueError("give at least one of organisation, phone, product, motivation")
+        return self
+
+    def contents(self) -> Contents:
+        return Contents(organisation=self.organisation, phone=self.phone, product=self.product,
+                        motivation=self.motivation)
+
+
+# ---------------------------------------------------------- mail about a complaint (updates)
+
+#: A mail's reference in workflow state and history: a hash prefix of its key, nothing personal.
+MailRef = Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
+
+
+class MessageReceivedInput(_Model):
+    """A mail about the complaint arrived in the info@ mailbox (the mailbox workflow sends it)."""
+
+    ref: MailRef
+    #: When the mailbox received it (IMAP INTERNALDATE).
+    at: AwareDatetime
+    kind: MessageKind
+    #: The sender's address, hashed (complaints/ids.py ``sender_hash``): the workflow tells the
+    #: complainant's own address from another one without the history holding either.
+    sender: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    #: Minimum contents the reply gives as labelled lines (filled in only from the complainant's address).
+    contents: Contents | None = None
+
+
+class LetterBouncedInput(_Model):
+    """A bounce in the info@ mailbox names one of the complaint's letters."""
+
+    ref: MailRef
+    at: AwareDatetime
+    #: The bounced letter's Message-ID.
+    message_id: str
+    #: Why, without the address: the DSN status (``5.1.1``) or what the bounce says.
+    reason: SingleLine
+
+
 # ------------------------------------------------------------- workflow state / view
 
 
 class Deadlines(_Model):
     acknowledge_by: AwareDatetime | None = None
+    #: Missing minimum contents alert the director after this (complaints that came by mail).
+    complete_by: AwareDatetime | None = None
     resolve_by: AwareDatetime | None = None
     consequences_by: AwareDatetime | None = None
     purge_on: AwareDatetime | None = None
@@ -381,6 +487,15 @@ class HistoryEntry(_Model):
     note: str | None = None
 
 
+class MessageRecord(_Model):
+    """A mail about the complaint: when, what, and whether the complainant sent it (no content)."""
+
+    ref: str
+    at: AwareDatetime
+    kind: MessageKind
+    from_complainant: bool
+
+
 class Decision(_Model):
     outcome: Outcome
     motivation: str
@@ -402,9 +517,11 @@ class ComplaintView(_Model):
     outcome: Outcome | None = None
     route: Route
     channel: Channel
-    product: str
+    product: str | None
     received_at: AwareDatetime
     formal_received_at: AwareDatetime | None = None
+    #: Minimum contents still missing (``MISSING_CAN_BE``), e.g. ``["phone", "motivation"]``.
+    missing: list[str] = Field(default_factory=list)
     deadlines: Deadlines = Field(default_factory=Deadlines)
     calendar: str | None = None
     acknowledged_at: AwareDatetime | None = None
@@ -416,6 +533,8 @@ class ComplaintView(_Model):
     letters: list[LetterRecord] = Field(default_factory=list)
     alerts: list[AlertRecord] = Field(default_factory=list)
     measures: list[Measure] = Field(default_factory=list)
+    #: Mail about the complaint that arrived after it (replies, automatic replies, bounces).
+    messages: list[MessageRecord] = Field(default_factory=list)
     history: list[HistoryEntry] = Field(default_factory=list)
     next_deadline: AwareDatetime | None = None
     next_deadline_for: str | None = None
@@ -453,6 +572,8 @@ class DossierFacts(_Model):
     view: ComplaintView
     #: The complainant's current address (corrected by staff); None in a retention run.
     contact_email: str | None = None
+    #: Minimum contents filled in after receipt (organisation, phone, motivation); None in a retention run.
+    contents: Contents | None = None
     #: False for a retention run: its view is anonymous, so personal columns are left alone.
     includes_personal_data: bool = True
 
@@ -467,7 +588,7 @@ class SendLetterInput(_Model):
     kind: LetterKind
     sequence: int
     recipient: Recipient
-    product: str
+    product: str | None
     submitted_on: date
     received_at: AwareDatetime
     acknowledge_by: AwareDatetime | None = None
@@ -478,6 +599,13 @@ class SendLetterInput(_Model):
     mediator: str | None = None
     consequences: list[str] = Field(default_factory=list)
     consequences_by: AwareDatetime | None = None
+    #: Minimum contents the acknowledgement asks for.
+    missing: list[str] = Field(default_factory=list)
+    #: Threading (a complaint that came by mail): the complainant's mail and our earlier letters.
+    in_reply_to: str | None = None
+    references: list[str] = Field(default_factory=list)
+    #: Sent by the system on its own (the acknowledgement, the automatic extension): RFC 3834.
+    automatic: bool = False
 
 
 class LetterSent(_Model):
@@ -490,7 +618,7 @@ class SendAlertInput(_Model):
     complaint_id: str
     kind: AlertKind
     sequence: int
-    product: str
+    product: str | None
     phase: Phase
     deadline: AwareDatetime | None = None
     detail: str | None = None
@@ -520,6 +648,10 @@ class PurgeResult(_Model):
     letters_erased: int = 0
     #: History notes cleared.
     notes_erased: int = 0
+    #: Mails about the complaint whose bytes, sender and subject were cleared.
+    mails_erased: int = 0
+    #: Attachments whose bytes and file names were cleared.
+    attachments_erased: int = 0
     reason: str | None = None
 
     @model_validator(mode="before")
@@ -595,6 +727,70 @@ class AnnualAnalysisResult(_Model):
     mailed_at: AwareDatetime | None = None
     #: Set when the mail server refused the director's address for good; the report is stored.
     mail_error: str | None = None
+
+
+# ------------------------------------------------------------------ the info@ mailbox
+
+
+class MailboxWorkflowInput(_Model):
+    """Input of :class:`workflows.mailbox.MailboxWorkflow`: the folder it reads, and its counts so
+    far (carried over when it continues as new)."""
+
+    folder: str = Field(min_length=1, max_length=MAX_LINE)
+    processed: int = 0
+    quarantined: int = 0
+    polls: int = 0
+    last_poll: AwareDatetime | None = None
+
+
+class ListMailInput(_Model):
+    folder: str
+
+
+class MailList(_Model):
+    """The mails waiting in the folder (by UID, oldest first) and when to look again."""
+
+    uidvalidity: int
+    uids: list[int]
+    poll_seconds: int
+
+
+class MailOutcome(StrEnum):
+    COMPLAINT = "complaint"  # a new complaint (or the one this mail already started)
+    MESSAGE = "message"  # correspondence on a complaint (reply, automatic reply or bounce)
+    IGNORED = "ignored"  # machine mail about nothing of ours, or our own mail
+    GONE = "gone"  # no longer in the folder (an earlier attempt moved it)
+
+
+class ProcessMailInput(_Model):
+    folder: str
+    uidvalidity: int
+    uid: int
+
+
+class MailProcessed(_Model):
+    outcome: MailOutcome
+    complaint_id: str | None = None
+    #: A new complaint was started by this mail.
+    created: bool = False
+
+
+class QuarantineMailInput(_Model):
+    folder: str
+    uidvalidity: int
+    uid: int
+    #: Why, without any of the mail's content (e.g. "larger than MAILBOX_MAX_BYTES").
+    reason: str
+
+
+class MailboxAlertInput(_Model):
+    """An alert to the director about the mailbox itself (no complaint, no content)."""
+
+    kind: AlertKind
+    folder: str
+    uidvalidity: int
+    uid: int
+    reason: str
 
 
 ComplaintWorkflowInput.model_rebuild()

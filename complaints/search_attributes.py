@@ -11,5 +11,7 @@ OUTCOME = SearchAttributeKey.for_keyword("ComplaintOutcome")
 NEXT_DEADLINE = SearchAttributeKey.for_datetime("ComplaintNextDeadline")
 #: Alerts whose cause still stands (e.g. acknowledgement-overdue until the letter has gone out).
 OPEN_ALERTS = SearchAttributeKey.for_keyword_list("ComplaintOpenAlerts")
+#: Minimum contents still missing (complaints that came by mail; set only on those).
+INCOMPLETE = SearchAttributeKey.for_bool("ComplaintIncomplete")
 
-ALL = (PHASE, ROUTE, PRODUCT, OUTCOME, NEXT_DEADLINE, OPEN_ALERTS)
+ALL = (PHASE, ROUTE, PRODUCT, OUTCOME, NEXT_DEADLINE, OPEN_ALERTS, INCOMPLETE)

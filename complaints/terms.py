@@ -93,6 +93,8 @@ OBJECTION_WINDOW = Term(14, Unit.DAYS)
 MEDIATOR_WITHIN = Term(10, Unit.WORKING_DAYS)
 #: The consequences of the mediator's binding verdict are picked up within this.
 CONSEQUENCES_WITHIN = Term(2, Unit.WEEKS)
+#: A complaint that came by mail without all minimum contents: the director hears of it after this.
+COMPLETE_WITHIN = Term(5, Unit.WORKING_DAYS)
 #: A closed complaint is kept in the dossier this long; then its personal data is erased.
 RETENTION = Term(1, Unit.YEARS)
 

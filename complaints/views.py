@@ -42,6 +42,7 @@ def open_alerts(view: ComplaintView) -> list[str]:
         AlertKind.CONSEQUENCES_OVERDUE: view.phase is Phase.CONSEQUENCES,
         AlertKind.MEDIATION_STALLED: view.phase is Phase.MEDIATION and view.mediator is None,
         AlertKind.LETTER_UNDELIVERABLE: view.phase in OPEN_PHASES and bool(undelivered_kinds(view)),
+        AlertKind.COMPLAINT_INCOMPLETE: view.phase in OPEN_PHASES and bool(view.missing),
     }
     return sorted({a.kind.value for a in view.alerts if still.get(a.kind, False)})
 

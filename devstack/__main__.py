@@ -3,13 +3,16 @@
 Starts, in order, and waits until each is ready:
 
 - PostgreSQL (embedded, ``pgserver``) with database ``complaints``, data in ``DATA/postgres``;
-- an SMTP server that saves every message as an ``.eml`` file in ``DATA/mail/``;
+- the info@level-up.nl mailbox: an IMAP server (``pymap``, mail kept in memory while it runs;
+  its log in ``DATA/imap.log``) with its password in ``DATA/mailbox-password``;
+- an SMTP server that saves every message as an ``.eml`` file in ``DATA/mail/`` and delivers
+  mail to info@level-up.nl into the mailbox;
 - the codec server (``infra/codec_server.py``, in this process, on 127.0.0.1 without a
   token) with the worker's keys, answering only the Web UI's origin;
 - the Temporal dev server (Web UI included, decoding payloads through the codec server)
   persisting to ``DATA/temporal.db``, with per-workflow time skipping enabled; its log goes
   to ``DATA/temporal.log``;
-- the worker (``python worker.py``) pointed at the three above.
+- the worker (``python worker.py``) pointed at all of the above; it reads the mailbox.
 
 Ctrl-C (SIGINT) or SIGTERM stops everything cleanly: worker, Temporal, codec server, SMTP,
 PostgreSQL.
@@ -25,6 +28,7 @@ relative to the repository, never to the working directory):
     DEVSTACK_POSTGRES_PORT  [55432]
     DEVSTACK_SMTP_PORT      [1025]
     DEVSTACK_CODEC_PORT     [8081]     codec server for the Web UI
+    DEVSTACK_IMAP_PORT      [1143]     IMAP server of the info@ mailbox (pymap)
 """
 
 from __future__ import annotations

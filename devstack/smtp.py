@@ -1,11 +1,14 @@
 """A real local SMTP server (aiosmtpd) that keeps every message it receives.
 
 ``make run`` saves each message as an ``.eml`` file under ``.data/mail/``; tests
-read the received messages from :attr:`MailCatcher.messages`.
+read the received messages from :attr:`MailCatcher.messages`. With a mailbox given, mail
+addressed to it is also delivered there (IMAP APPEND, a ``Return-Path`` on top as a real
+delivery writes it), so a mail to info@level-up.nl reaches the mailbox the worker reads.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import re
@@ -15,6 +18,9 @@ from pathlib import Path
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from infra.config import MailboxSettings
+from infra.imap import Mailbox, MailboxUnavailable
 
 
 class _Handler:
@@ -29,8 +35,15 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
-        self._catcher.store(envelope.content if isinstance(envelope.content, bytes)
-                            else str(envelope.content).encode())
+        raw = envelope.content if isinstance(envelope.content, bytes) else str(envelope.content).encode()
+        self._catcher.store(raw)
+        if self._catcher.mailbox is not None and \
+                any(r.lower() == self._catcher.mailbox.user.lower() for r in envelope.rcpt_tos):
+            delivered = f"Return-Path: <{envelope.mail_from or ''}>\r\n".encode() + raw
+            try:
+                await asyncio.to_thread(self._catcher.deliver, delivered)
+            except MailboxUnavailable:
+                return "451 4.3.0 the mailbox is not available; try again later"
         if self._catcher.drop_after_accepting > 0:
             # Fault injection: the message is taken, but the connection drops before the reply.
             self._catcher.drop_after_accepting -= 1
@@ -41,12 +54,14 @@ class _Handler:
 
 class MailCatcher:
     def __init__(self, port: int, directory: Path | None = None, host: str = "127.0.0.1",
-                 keep_in_memory: bool = True) -> None:
+                 keep_in_memory: bool = True, mailbox: MailboxSettings | None = None) -> None:
         self.host, self.port = host, port
         self.directory = directory
         self.keep_in_memory = keep_in_memory
         self.messages: list[EmailMessage] = []
         self.refused_recipients: set[str] = set()
+        #: Mail to this mailbox's user (info@level-up.nl) is delivered into it as well.
+        self.mailbox = mailbox
         #: For fault tests: this many messages are stored and then the connection is dropped
         #: before the final reply, so the client cannot know the message was accepted.
         self.drop_after_accepting = 0
@@ -65,6 +80,12 @@ class MailCatcher:
             self.directory.mkdir(parents=True, exist_ok=True)
             stem = re.sub(r"[^A-Za-z0-9._-]+", "_", str(msg.get("Message-ID", f"message-{count}")).strip("<>"))
             (self.directory / f"{stem}.eml").write_bytes(raw)
+
+    def deliver(self, raw: bytes) -> None:
+        """Put ``raw`` into the mailbox's folder of new mail."""
+        assert self.mailbox is not None
+        with Mailbox(self.mailbox) as box:
+            box.append(self.mailbox.folder, raw)
 
     def find(self, **headers: str) -> list[EmailMessage]:
         """Messages whose headers equal the given values (``x_letter_kind="decision"``)."""

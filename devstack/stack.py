@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -22,6 +23,7 @@ from typing import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
+from devstack.imap import LocalImap
 from devstack.smtp import MailCatcher
 from infra.cli import first_line
 from infra.codec import KeyConfigError, new_key_entry
@@ -49,6 +51,16 @@ def ensure_dev_key(data_dir: Path) -> Path:
 READY_TIMEOUT = 60.0
 
 
+def ensure_mailbox_password(data_dir: Path) -> Path:
+    """The local mailbox's password, created (readable by its owner only) on first start."""
+    path = data_dir / "mailbox-password"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(18) + "\n")
+    return path
+
+
 class StackError(Exception):
     """Something the operator must know about; the message is one line."""
 
@@ -65,6 +77,7 @@ class Config:
     postgres_port: int = DEV_POSTGRES_PORT
     smtp_port: int = 1025
     codec_port: int = 8081
+    imap_port: int = 1143
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -80,13 +93,15 @@ class Config:
                    ui_port=port("DEVSTACK_UI_PORT", 8233),
                    postgres_port=port("DEVSTACK_POSTGRES_PORT", DEV_POSTGRES_PORT),
                    smtp_port=port("DEVSTACK_SMTP_PORT", 1025),
-                   codec_port=port("DEVSTACK_CODEC_PORT", 8081))
+                   codec_port=port("DEVSTACK_CODEC_PORT", 8081),
+                   imap_port=port("DEVSTACK_IMAP_PORT", 1143))
 
     def check_ports(self) -> None:
         for what, port, var in [("Temporal", self.temporal_port, "DEVSTACK_TEMPORAL_PORT"),
                                 ("Temporal Web UI", self.ui_port, "DEVSTACK_UI_PORT"),
                                 ("PostgreSQL", self.postgres_port, "DEVSTACK_POSTGRES_PORT"),
                                 ("SMTP", self.smtp_port, "DEVSTACK_SMTP_PORT"),
+                                ("IMAP", self.imap_port, "DEVSTACK_IMAP_PORT"),
                                 ("codec server", self.codec_port, "DEVSTACK_CODEC_PORT")]:
             with socket.socket() as s:  # SO_REUSEADDR, as the servers use: only a listener conflicts
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -123,6 +138,7 @@ class Stack:
         self.stop_requested = asyncio.Event()
         self.postgres: LocalPostgres | None = None
         self.mail: MailCatcher | None = None
+        self.imap: LocalImap | None = None
         self.temporal: asyncio.subprocess.Process | None = None
         self.worker: asyncio.subprocess.Process | None = None
         self.codec: web.AppRunner | None = None
@@ -166,8 +182,15 @@ class Stack:
                 raise Interrupted from None
             raise StackError(f"PostgreSQL: {first_line(err)}") from None
         await self._sleep(0)
+        password_file = ensure_mailbox_password(cfg.data_dir)
+        self.imap = LocalImap(cfg.data_dir / "imap.log", cfg.imap_port, password=password_file.read_text().strip())
         try:
-            self.mail = MailCatcher(cfg.smtp_port, directory=cfg.data_dir / "mail", keep_in_memory=False).start()
+            await asyncio.to_thread(self.imap.start)
+        except (RuntimeError, OSError) as err:
+            raise StackError(f"IMAP server on port {cfg.imap_port}: {first_line(err)}") from None
+        try:
+            self.mail = MailCatcher(cfg.smtp_port, directory=cfg.data_dir / "mail", keep_in_memory=False,
+                                    mailbox=self.imap.mailbox()).start()
         except Exception as err:  # noqa: BLE001 - aiosmtpd raises several kinds
             raise StackError(f"SMTP server on port {cfg.smtp_port}: {err}") from None
 
@@ -176,7 +199,10 @@ class Stack:
             env["COMPLAINTS_ENCRYPTION_KEYS_FILE"] = str(ensure_dev_key(cfg.data_dir))
         env.update(TEMPORAL_ADDRESS=self.address, TEMPORAL_NAMESPACE=NAMESPACE,
                    DATABASE_URL=self.postgres.url, SMTP_HOST="127.0.0.1",
-                   SMTP_PORT=str(cfg.smtp_port), SMTP_TLS="none", PYTHONUNBUFFERED="1")
+                   SMTP_PORT=str(cfg.smtp_port), SMTP_TLS="none", PYTHONUNBUFFERED="1",
+                   MAILBOX_URL=self.imap.url(), MAILBOX_PASSWORD_FILE=str(password_file),
+                   MAILBOX_POLL_SECONDS=env.get("MAILBOX_POLL_SECONDS") or "5")
+        env.pop("MAILBOX_PASSWORD", None)
         try:
             settings = load_settings(env)
         except ConfigError as err:
@@ -258,14 +284,20 @@ class Stack:
         assert self.postgres is not None
         cfg, py, admin = self.config, _show(Path(sys.executable)), _show(REPO_ROOT / "admin.py")
         example = _show(REPO_ROOT / "examples" / "complaint.json")
+        eml = _show(REPO_ROOT / "examples" / "complaint.eml")
         prefix = "" if cfg.temporal_port == 7233 else f"TEMPORAL_ADDRESS={self.address} "
         print("\n".join([
             "Level Up complaints is running.",
             f"  Web UI:       http://localhost:{cfg.ui_port}",
             f"  Codec server: http://localhost:{cfg.codec_port} (decrypts payloads for the Web UI)",
             f"  Mail:         {_show(cfg.data_dir / 'mail')}/ (one .eml per message)",
+            f"  Mailbox:      info@level-up.nl on imap://127.0.0.1:{cfg.imap_port} (user info@level-up.nl, "
+            f"password in {_show(cfg.data_dir / 'mailbox-password')}); SMTP localhost:{cfg.smtp_port} delivers "
+            "to it",
             f"  Temporal:     {self.address}   PostgreSQL: {self.postgres.url}",
             f"  Submit the example:   {prefix}{py} -m starter submit {example}",
+            f"  Or mail it:           {py} -c \"import smtplib; smtplib.SMTP('localhost', {cfg.smtp_port}).sendmail("
+            f"'jan.devries@example.nl', ['info@level-up.nl'], open('{eml}', 'rb').read())\"",
             f"  See it:               {prefix}{py} {admin} list   /  {admin} show <id>",
             f"  Walk it through:      {prefix}{py} {admin} decide <id> --outcome upheld "
             '--motivation "..."',
@@ -297,6 +329,8 @@ class Stack:
             await self.codec.cleanup()
         if self.mail is not None:
             self.mail.stop()
+        if self.imap is not None:
+            await asyncio.to_thread(self.imap.stop)
         if self.postgres is not None:
             await asyncio.to_thread(self.postgres.stop)
             print("Stopped.", flush=True)

@@ -8,21 +8,13 @@ prints it as it is.
 
 from __future__ import annotations
 
-from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
-from urllib.parse import urlsplit
+from typing import Any
 
 import asyncpg
 
-from infra.cli import first_line
+from dossier.connect import DossierUnavailable, Row, connection
 
-CONNECT_TIMEOUT = 5.0  # seconds
-
-Row = dict[str, Any]
-
-
-class DossierUnavailable(Exception):
-    """The dossier database cannot be reached or read (the message is one line, without secrets)."""
+__all__ = ["DossierUnavailable", "read_audit", "read_erasure"]
 
 
 async def read_audit(database_url: str, complaint_id: str) -> Row | None:
@@ -32,7 +24,7 @@ async def read_audit(database_url: str, complaint_id: str) -> Row | None:
     event has ``note_erased`` (its note was erased with the personal data).
     """
     # One consistent snapshot of the complaint's rows.
-    async with _connection(database_url) as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+    async with connection(database_url) as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         if not await conn.fetchval("SELECT true FROM complaints WHERE complaint_id = $1", complaint_id):
             return None
         erasure = await _erasure(conn, complaint_id)
@@ -53,45 +45,19 @@ async def read_audit(database_url: str, complaint_id: str) -> Row | None:
 
 async def read_erasure(database_url: str, complaint_id: str) -> Row | None:
     """The complaint's erasure record, or None if it has none (not purged, or purged before records were kept)."""
-    async with _connection(database_url) as conn:
+    async with connection(database_url) as conn:
         return await _erasure(conn, complaint_id)
 
 
 async def _erasure(conn: asyncpg.Connection, complaint_id: str) -> Row | None:
     if not await conn.fetchval("SELECT to_regclass('erasures') IS NOT NULL"):  # migration 2 not applied yet
         return None
-    row = await conn.fetchrow("SELECT erased_at, fields, letters_erased, notes_erased, reason FROM erasures"
-                              " WHERE complaint_id = $1", complaint_id)
-    return None if row is None else {**dict(row), "fields": list(row["fields"])}
+    row = await conn.fetchrow("SELECT * FROM erasures WHERE complaint_id = $1", complaint_id)
+    if row is None:
+        return None
+    record = {key: value for key, value in dict(row).items() if key != "complaint_id"}
+    return {**record, "fields": list(row["fields"])}
 
 
 async def _rows(conn: asyncpg.Connection, sql: str, *args: Any) -> list[Row]:
     return [dict(row) for row in await conn.fetch(sql, *args)]
-
-
-@asynccontextmanager
-async def _connection(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    """A connection to the dossier; every failure to reach or read it becomes :class:`DossierUnavailable`."""
-    try:
-        conn = await asyncpg.connect(database_url, timeout=CONNECT_TIMEOUT)
-    except Exception as err:  # noqa: BLE001 - refused, DNS, auth, timeout, bad URL: one line
-        raise DossierUnavailable(
-            f"cannot reach the dossier at {where(database_url)}: {first_line(err)}") from None
-    try:
-        yield conn
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as err:
-        raise DossierUnavailable(f"the dossier at {where(database_url)} failed: {first_line(err)}") from None
-    finally:
-        try:
-            await conn.close(timeout=CONNECT_TIMEOUT)
-        except Exception:  # noqa: BLE001 - what was read is read
-            conn.terminate()
-
-
-def where(database_url: str) -> str:
-    """host:port/database of a DATABASE_URL, without the user or password."""
-    try:
-        url = urlsplit(database_url)
-        return f"{url.hostname or 'localhost'}:{url.port or 5432}{url.path or ''}"
-    except ValueError:
-        return "DATABASE_URL"

@@ -125,6 +125,66 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX complaints_product_received_at ON complaints (product, received_at);
     CREATE INDEX measures_recorded_at ON measures (recorded_at);
     """,
+    # 4: the info@ mailbox: every mail about a complaint, its attachments (a complaint that came by
+    # mail may lack its product until it is filled in), and the mailbox's own alerts
+    """
+    ALTER TABLE complaints ALTER COLUMN product DROP NOT NULL;
+
+    CREATE TABLE mails (
+        mail_key      text PRIMARY KEY,        -- Message-ID, or sha256: of the bytes
+        ref           text NOT NULL,           -- the key's hash prefix, as workflow history names it
+        complaint_id  text,                    -- none: machine mail about nothing of ours, quarantined
+        sequence      integer,                 -- the mail's number on its complaint (admin.py message ID N)
+        kind          text NOT NULL CHECK (kind IN ('complaint', 'reply', 'auto-reply', 'bounce', 'ignored',
+                                                    'quarantined')),
+        received_at   timestamptz,             -- the mailbox's INTERNALDATE
+        size          integer NOT NULL,
+        sha256        text,
+        folder        text NOT NULL,
+        uidvalidity   bigint NOT NULL,
+        uid           bigint NOT NULL,
+        reason        text,                    -- why ignored or quarantined, without content
+        stored_at     timestamptz NOT NULL DEFAULT now(),
+        processed_at  timestamptz,
+        -- personal data: erased with the complaint's when its retention year ends
+        message_id    text,
+        from_address  text,
+        from_name     text,
+        subject       text,
+        raw           bytea,
+        UNIQUE (complaint_id, sequence)
+    );
+    CREATE INDEX mails_folder_uid ON mails (folder, uidvalidity, uid);
+
+    CREATE TABLE attachments (
+        complaint_id  text NOT NULL,
+        number        integer NOT NULL,        -- admin.py attachment ID N
+        mail_key      text REFERENCES mails,   -- none: attached by staff (admin.py register --attach)
+        content_type  text NOT NULL,
+        size          integer NOT NULL,
+        sha256        text NOT NULL,
+        added_at      timestamptz NOT NULL DEFAULT now(),
+        -- personal data
+        filename      text,
+        data          bytea,
+        PRIMARY KEY (complaint_id, number)
+    );
+
+    CREATE TABLE mailbox_alerts (
+        alert_key   text PRIMARY KEY,
+        kind        text NOT NULL,
+        folder      text NOT NULL,
+        uidvalidity bigint NOT NULL,
+        uid         bigint NOT NULL,
+        reason      text NOT NULL,
+        raised_at   timestamptz NOT NULL DEFAULT now(),
+        message_id  text,
+        sent_at     timestamptz
+    );
+
+    ALTER TABLE erasures ADD COLUMN mails_erased integer NOT NULL DEFAULT 0;
+    ALTER TABLE erasures ADD COLUMN attachments_erased integer NOT NULL DEFAULT 0;
+    """,
 )
 
 _LOCK_KEY = 0x4C55_434F  # "LUCO": one migrator at a time across workers

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Literal, Mapping
+from urllib.parse import unquote, urlsplit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEV_DATA_DIR = REPO_ROOT / ".data"
@@ -32,6 +33,35 @@ DEFAULT_OTEL_SERVICE_NAME = "level-up-complaints"
 
 class ConfigError(ValueError):
     """A configuration value is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class MailboxSettings:
+    """The info@ mailbox (``MAILBOX_URL`` and the other ``MAILBOX_*`` variables)."""
+
+    #: ``imaps`` (TLS from the start) or ``imap`` (STARTTLS; plain only towards loopback).
+    scheme: Literal["imaps", "imap"]
+    user: str
+    host: str
+    port: int
+    #: The folder new mail arrives in.
+    folder: str
+    password: str = field(repr=False)
+    processed_folder: str = "Verwerkt"
+    quarantine_folder: str = "Onverwerkt"
+    poll_seconds: int = 30
+    max_bytes: int = 25_000_000
+    #: A CA certificate (PEM) to verify the IMAP server with, instead of the system's trust roots.
+    tls_ca: Path | None = None
+
+    @property
+    def loopback(self) -> bool:
+        return self.host in ("localhost", "::1") or self.host.startswith("127.")
+
+    @property
+    def where(self) -> str:
+        """host:port/folder, for messages (no user, no password)."""
+        return f"{self.host}:{self.port}/{self.folder}"
 
 
 @dataclass(frozen=True)
@@ -82,6 +112,8 @@ class Settings:
     worker_activity_pollers: int = 5
     #: Connections each worker keeps to the dossier database (asyncpg pool maximum).
     database_pool_size: int = 10
+    #: The info@ mailbox the worker reads (``MAILBOX_URL``); None: no mailbox.
+    mailbox: MailboxSettings | None = None
 
 
 def _closure_days(raw: str) -> tuple[date, ...]:
@@ -241,6 +273,74 @@ def _tuning(env: Mapping[str, str]) -> dict[str, int]:
     return values
 
 
+def _mailbox(env: Mapping[str, str]) -> MailboxSettings | None:
+    """``MAILBOX_URL`` (``imaps://USER@HOST[:PORT]/FOLDER`` or ``imap://...``) and its companions."""
+    raw = _given(env, "MAILBOX_URL")
+    if raw is None:
+        return None
+    try:
+        url = urlsplit(raw)
+        port = url.port
+    except ValueError:
+        raise ConfigError("MAILBOX_URL: not a URL with a port number (imaps://USER@HOST[:PORT]/FOLDER)") from None
+    if url.scheme not in ("imaps", "imap"):
+        given = f"{url.scheme}://" if url.scheme else "none"
+        raise ConfigError(f"MAILBOX_URL: the scheme must be imaps:// or imap://, not {given}")
+    if not url.hostname:
+        raise ConfigError("MAILBOX_URL: no host (imaps://USER@HOST[:PORT]/FOLDER)")
+    if not url.username:
+        raise ConfigError("MAILBOX_URL: no user (imaps://USER@HOST/FOLDER; write @ in the user as %40)")
+    if url.password is not None:
+        raise ConfigError("MAILBOX_URL: holds a password; give it in MAILBOX_PASSWORD or MAILBOX_PASSWORD_FILE")
+    if url.query or url.fragment:
+        raise ConfigError("MAILBOX_URL: no ? or # parts (imaps://USER@HOST[:PORT]/FOLDER)")
+    folder = unquote(url.path.lstrip("/")) or "INBOX"
+    if any(ord(c) < 32 for c in folder):
+        raise ConfigError("MAILBOX_URL: the folder name holds a control character")
+    values: dict[str, object] = dict(
+        scheme=url.scheme, user=unquote(url.username), host=url.hostname,
+        port=port or (993 if url.scheme == "imaps" else 143), folder=folder, password=_mailbox_password(env))
+    for name, attr in [("MAILBOX_PROCESSED_FOLDER", "processed_folder"),
+                       ("MAILBOX_QUARANTINE_FOLDER", "quarantine_folder")]:
+        if (value := _given(env, name)) is not None:
+            if any(ord(c) < 32 for c in value):
+                raise ConfigError(f"{name}: the folder name holds a control character")
+            values[attr] = value
+    for name, attr, least in [("MAILBOX_POLL_SECONDS", "poll_seconds", 1), ("MAILBOX_MAX_BYTES", "max_bytes", 1024)]:
+        if (value := _given(env, name)) is not None:
+            try:
+                number = int(value)
+            except ValueError:
+                raise ConfigError(f"{name}: {value!r} is not a whole number") from None
+            if number < least:
+                raise ConfigError(f"{name}: {number} is too small (at least {least})")
+            values[attr] = number
+    folders = {values["folder"], values.get("processed_folder", MailboxSettings.processed_folder),
+               values.get("quarantine_folder", MailboxSettings.quarantine_folder)}
+    if len(folders) < 3:
+        raise ConfigError("MAILBOX_PROCESSED_FOLDER: the folder of new mail, the processed folder and the "
+                          "quarantine folder must be three different folders")
+    if (ca := _pem_file(env, "MAILBOX_TLS_CA")) is not None:
+        values["tls_ca"] = ca
+    return MailboxSettings(**values)  # type: ignore[arg-type]
+
+
+def _mailbox_password(env: Mapping[str, str]) -> str:
+    if env.get("MAILBOX_PASSWORD"):
+        return env["MAILBOX_PASSWORD"]
+    path = _given(env, "MAILBOX_PASSWORD_FILE")
+    if path is None:
+        raise ConfigError("MAILBOX_PASSWORD: not set, and no MAILBOX_PASSWORD_FILE (MAILBOX_URL needs one)")
+    try:
+        password = Path(path).read_text(encoding="utf-8").strip("\r\n")
+    except OSError as err:
+        raise ConfigError(f"MAILBOX_PASSWORD_FILE: {path} cannot be read ({err.strerror or type(err).__name__})") \
+            from None
+    if not password:
+        raise ConfigError(f"MAILBOX_PASSWORD_FILE: {path} is empty")
+    return password
+
+
 #: Variables taken as they are, by the Settings field they set.
 _PLAIN = {
     "TEMPORAL_ADDRESS": "temporal_address",
@@ -281,6 +381,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             values[attr] = env[name]
     return Settings(
         closure_days=_closure_days(env.get("COMPANY_CLOSURE_DAYS", "")),
+        mailbox=_mailbox(env),
         encryption_keys=_encryption_keys(env),
         **values,  # type: ignore[arg-type]
         **_temporal_tls(env),  # type: ignore[arg-type]

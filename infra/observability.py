@@ -45,7 +45,8 @@ COMPLAINT_WORKFLOW = "ComplaintWorkflow"
 #: Fields a log call may add with ``extra={...}``; anything else passed that way is not
 #: written, so nothing reaches the log by accident.
 FIELDS = ("phase", "route", "outcome", "kind", "sequence", "message_id", "version", "smtp_code",
-          "deadline", "result", "fields_erased", "letters_erased", "notes_erased")
+          "deadline", "result", "fields_erased", "letters_erased", "notes_erased", "mails_erased",
+          "attachments_erased", "outcome_of_mail", "folder", "uid", "created")
 
 # ------------------------------------------------------------------ logging
 

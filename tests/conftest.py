@@ -6,6 +6,8 @@
   test runs here; each test fast-forwards its own workflow's clock.
 - PostgreSQL: the embedded server from the ``pgserver`` wheel.
 - SMTP: aiosmtpd, a real SMTP server that keeps what it receives.
+- IMAP: pymap, a real IMAP server (UIDPLUS, MOVE) holding the info@ mailbox; each mailbox test
+  reads folders of its own.
 
 Each test gets its own task queue; workflows and mail are told apart by
 complaint id, so tests share the servers without seeing each other.
@@ -27,6 +29,7 @@ import pytest_asyncio
 from temporalio.client import Client
 from temporalio.testing import TimeSkippingConfig, WorkflowEnvironment
 
+from devstack.imap import LocalImap
 from devstack.postgres import LocalPostgres
 from devstack.smtp import MailCatcher
 from infra.codec import new_key_entry, parse_keys
@@ -60,6 +63,13 @@ def postgres() -> Iterator[LocalPostgres]:
             yield server
         finally:
             server.stop()
+
+
+@pytest.fixture(scope="session")
+def imap() -> Iterator[LocalImap]:
+    with tempfile.TemporaryDirectory(prefix="complaints-imap-") as tmp:
+        with LocalImap(Path(tmp) / "imap.log", free_port()) as server:
+            yield server
 
 
 @pytest.fixture(scope="session")

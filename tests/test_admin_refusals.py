@@ -53,6 +53,7 @@ FITS_PHASE: dict[str, set[str]] = {
     "measure": OPEN | {"closed"},
     "correct-contact": OPEN,
     "resend": OPEN,
+    "complete": OPEN,
 }
 #: Valid arguments for each command, so that only the complaint's state can refuse it.
 ARGS: dict[str, list[str]] = {
@@ -68,6 +69,7 @@ ARGS: dict[str, list[str]] = {
     "measure": ["--text", "Trainers krijgen een vervanger op afroep."],
     "correct-contact": ["--email", "jan.devries@example.nl"],
     "resend": ["--kind", LetterKind.DECISION.value],  # no letter was refused: there is nothing to resend
+    "complete": ["--phone", "06 12345678"],
 }
 #: The complaints this test walks: label -> phase.
 STATES = {"informal": "informal", "formal": "formal", "decided": "decided", "mediation": "mediation",

@@ -39,7 +39,7 @@ CONSTRAINTS = ROOT / "constraints.txt"
 PYPROJECT = ROOT / "pyproject.toml"
 
 #: Where the application's own code lives (tests and benchmarks do not count as "the code reads it").
-APP_SOURCES = ("complaints", "infra", "dossier", "activities", "workflows", "starter", "worker.py", "admin.py")
+APP_SOURCES = ("complaints", "infra", "dossier", "intake", "activities", "workflows", "starter", "worker.py", "admin.py")
 #: Values the secrets get in these checks (the committed example leaves them empty).
 SECRETS = ("POSTGRES_PASSWORD", "TEMPORAL_DB_PASSWORD", "COMPLAINTS_DB_PASSWORD",
            "COMPLAINTS_ENCRYPTION_KEYS", "CODEC_SERVER_TOKEN")

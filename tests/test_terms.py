@@ -61,7 +61,8 @@ def test_templates_use_only_known_terms_and_fields() -> None:
     placeholders = {m for path in TEMPLATE_DIR.glob("*.txt")
                     for m in re.findall(r"\$\{?([a-z_]+)", path.read_text(encoding="utf-8"))}
     assert {"consequences_within", "objection_window", "retention", "resolve_within"} <= placeholders
-    letter_fields = {"complaint_id", "name", "product", "submitted_on", "received_on", "acknowledge_by",
+    letter_fields = {"complaint_id", "name", "about_product", "missing_section", "submitted_on", "received_on",
+                     "acknowledge_by",
                      "resolve_by", "outcome", "motivation", "note", "mediator", "consequences_section"}
     assert placeholders - letter_fields <= set(terms.BY_NAME)
 

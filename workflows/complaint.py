@@ -30,15 +30,20 @@ with workflow.unsafe.imports_passed_through():
     from complaints import search_attributes as sa
     from complaints import terms
     from complaints.calendar import end_of_day, local_date
+    from complaints.ids import MESSAGE_ID as _MESSAGE_ID
+    from complaints.ids import sender_hash
     from complaints.models import (
         OPEN_PHASES,
         AlertKind,
         AlertRecord,
         AlertSent,
+        Channel,
+        CompleteInput,
         ComplaintResult,
         ComplaintView,
         ComplaintWorkflowInput,
         ConsequencesPickedUpInput,
+        Contents,
         CorrectContactInput,
         DecideInput,
         Decision,
@@ -48,11 +53,15 @@ with workflow.unsafe.imports_passed_through():
         EscalateInput,
         ExtendInput,
         HistoryEntry,
+        LetterBouncedInput,
         LetterKind,
         LetterRecord,
         LetterSent,
         Measure,
         MeasureInput,
+        MessageKind,
+        MessageReceivedInput,
+        MessageRecord,
         OpenDossierInput,
         Outcome,
         Phase,
@@ -95,6 +104,9 @@ with workflow.unsafe.imports_passed_through():
 #:    its first run (the same query with the deploy time of step 1): histories written in step 1 carry
 #:    a deprecated marker, which code without the call replays; histories of step 0 do not.
 MEDIATION_STALLED_PATCH = "mediation-stalled-alert"
+#: The ``complaint-incomplete`` alert of complaints that came by mail without all minimum contents.
+#: Complaints before it never lacked any, so their histories never reach it; guarded all the same.
+INCOMPLETE_PATCH = "complaint-incomplete-alert"
 
 # Refusal types, so that callers can tell "not now" from "not like that".
 NOT_ALLOWED = "ActionNotAllowed"
@@ -135,12 +147,15 @@ class ComplaintWorkflow:
         self._mail: list[SendLetterInput | SendAlertInput] = []
         self._dossier_synced = -1
         self._published: tuple[object, ...] = ()
-        #: Letters the mail server refused permanently, by kind, until staff resend them.
+        #: Letters the mail server refused permanently (or that bounced), by kind, until staff resend them.
         self._undelivered: dict[LetterKind, SendLetterInput] = {}
+        #: Letters that went out, by Message-ID, so that a bounce can be sent again after correct-contact.
+        self._sent: dict[str, SendLetterInput] = {}
         self._submission = input.submission
         if input.retained is not None:  # the retention run of a closed complaint
             self._view = input.retained.view
             self._version = self._dossier_synced = input.retained.dossier_version
+            self._ever_incomplete = bool(self._view.missing) or self._view.deadlines.complete_by is not None
             return
         s = input.submission
         assert s is not None and s.received_at is not None
@@ -151,7 +166,10 @@ class ComplaintWorkflow:
             channel=s.channel,
             product=s.product,
             received_at=s.received_at,
+            missing=s.missing(),
         )
+        #: Whether the complaint ever lacked minimum contents (only then has it a ComplaintIncomplete attribute).
+        self._ever_incomplete = bool(self._view.missing)
         self._record("submitted", "intake", f"via {s.channel.value}, route {s.route.value}")
         if s.route is Route.FORMAL:
             self._enter_formal(s.received_at)
@@ -215,7 +233,12 @@ class ComplaintWorkflow:
                                        "plan the acknowledgement deadline")
             d.acknowledge_by = planned.at
             self._view.calendar = planned.calendar
-            self._letter(LetterKind.ACKNOWLEDGEMENT)
+            self._letter(LetterKind.ACKNOWLEDGEMENT, missing=self._view.missing)
+            self._changed()
+        if self._view.missing and d.complete_by is None and workflow.patched(INCOMPLETE_PATCH):
+            planned = await self._plan(self._view.formal_received_at, terms.COMPLETE_WITHIN,
+                                       "plan asking the director to complete the complaint")
+            d.complete_by = planned.at
             self._changed()
         await self._follow_deadlines(Phase.FORMAL, self._formal_deadlines)
 
@@ -236,6 +259,9 @@ class ComplaintWorkflow:
                                    self._extend_by_default))
         elif not self._alerted(AlertKind.RESOLUTION_OVERDUE, d.resolve_by):
             found.append(self._alert_when(d.resolve_by, AlertKind.RESOLUTION_OVERDUE, "extended resolution term"))
+        if v.missing and d.complete_by is not None and not self._alerted(AlertKind.COMPLAINT_INCOMPLETE):
+            found.append(self._alert_when(d.complete_by, AlertKind.COMPLAINT_INCOMPLETE,
+                                          f"minimum contents still missing ({terms.COMPLETE_WITHIN.en()})"))
         return found
 
     def _extend_by_default(self) -> None:
@@ -495,6 +521,60 @@ class ComplaintWorkflow:
             raise ApplicationError(f"kind: no undelivered {action.kind.value} letter to send again",
                                    type=NOT_ALLOWED)
 
+    @workflow.update
+    def complete(self, action: CompleteInput) -> ComplaintView:
+        self._fill(action.contents(), action.by)
+        return self._done()
+
+    @complete.validator
+    def _check_complete(self, action: CompleteInput) -> None:
+        self._require_phase("complete", *OPEN_PHASES)
+
+    # ============================================================ mail about the complaint
+    # Sent by the mailbox workflow (workflows/mailbox.py); a mail it hands over twice counts once.
+
+    @workflow.update
+    def receive_message(self, message: MessageReceivedInput) -> ComplaintView:
+        if self._has_message(message.ref):
+            return self._snapshot()
+        from_complainant = self._from_complainant(message.sender)
+        self._view.messages.append(MessageRecord(ref=message.ref, at=message.at, kind=message.kind,
+                                                 from_complainant=from_complainant))
+        what = {MessageKind.REPLY: "a message", MessageKind.AUTO_REPLY: "an automatic reply",
+                MessageKind.BOUNCE: "a delivery report"}[message.kind]
+        who = "the complainant's address" if from_complainant else "another address"
+        self._record("message-received", "mailbox", f"{what} from {who}")
+        if message.kind is MessageKind.REPLY:
+            self._alert(AlertKind.MESSAGE_RECEIVED)
+            if from_complainant and message.contents is not None and self._submission is not None:
+                self._fill(message.contents, "complainant (e-mail)", only_missing=True)
+        return self._done()
+
+    @receive_message.validator
+    def _check_receive_message(self, message: MessageReceivedInput) -> None:
+        self._require_phase("receive-message", *OPEN_PHASES, Phase.CLOSED)
+
+    @workflow.update
+    def letter_bounced(self, bounce: LetterBouncedInput) -> ComplaintView:
+        if self._has_message(bounce.ref):
+            return self._snapshot()
+        self._view.messages.append(MessageRecord(ref=bounce.ref, at=bounce.at, kind=MessageKind.BOUNCE,
+                                                 from_complainant=False))
+        record = next(r for r in self._view.letters if r.message_id == bounce.message_id)
+        if record.status != "failed":
+            record.status, record.error = "failed", f"bounced by the recipient's mail server ({bounce.reason})"
+            if bounce.message_id in self._sent:
+                self._undelivered[record.kind] = self._sent[bounce.message_id]
+            self._record(f"letter {record.kind.value} undeliverable", "mailbox", record.error)
+            self._alert(AlertKind.LETTER_UNDELIVERABLE)
+        return self._done()
+
+    @letter_bounced.validator
+    def _check_letter_bounced(self, bounce: LetterBouncedInput) -> None:
+        self._require_phase("letter-bounced", *OPEN_PHASES, Phase.CLOSED)
+        if not any(r.message_id == bounce.message_id for r in self._view.letters):
+            raise ApplicationError("message_id: no letter of this complaint has it", type=INVALID)
+
     @workflow.query
     def status(self) -> ComplaintView:
         return self._snapshot()
@@ -534,7 +614,7 @@ class ComplaintWorkflow:
         self._view.deadlines.resolve_by = until
         self._view.extensions += 1
         self._record("extend", by, f"new term {until.isoformat()}: {reason}")
-        self._letter(LetterKind.EXTENSION, note=reason)
+        self._letter(LetterKind.EXTENSION, note=reason, automatic=by == "system")
 
     def _close(self, outcome: Outcome | None) -> None:
         """Closed: kept in the dossier for the retention term."""
@@ -543,6 +623,30 @@ class ComplaintWorkflow:
         self._view.phase = Phase.CLOSED
         self._view.closed_at = now
         self._view.deadlines.purge_on = terms.RETENTION.after(now)
+
+    def _fill(self, contents: Contents, by: str, only_missing: bool = False) -> None:
+        """Minimum contents filled in: the submission, the view (product, what is missing), the history."""
+        s = self._submission
+        assert s is not None
+        given = [f for f in contents.given() if not only_missing or f in self._view.missing]
+        if not given:
+            return
+        complainant = s.complainant.model_copy(update={f: getattr(contents, f) for f in given
+                                                       if f in ("organisation", "phone")})
+        self._submission = s.model_copy(update={"complainant": complainant, **{
+            f: getattr(contents, f) for f in given if f in ("product", "motivation")}})
+        self._view.product = self._submission.product
+        self._view.missing = self._submission.missing()
+        self._record("complete", by, "filled in: " + ", ".join(given))
+
+    def _has_message(self, ref: str) -> bool:
+        return any(m.ref == ref for m in self._view.messages)
+
+    def _from_complainant(self, sender: str) -> bool:
+        """Whether the hashed sender address is the complainant's (unknown once the personal data is gone)."""
+        if self._submission is None:
+            return False
+        return sender == sender_hash(str(self._submission.complainant.email))
 
     def _record(self, action: str, by: str, note: str | None = None) -> None:
         self._view.history.append(HistoryEntry(at=workflow.now(), action=action, by=by, note=note))
@@ -600,24 +704,28 @@ class ComplaintWorkflow:
         at = deadline.at if deadline else None
         for_ = deadline.summary if deadline else None
         v.next_deadline, v.next_deadline_for = at, for_
-        if self._published != (v.phase, at, open_alerts(v)):
+        if self._published != (v.phase, at, open_alerts(v), tuple(v.missing), v.product):
             self._publish()
 
     def _publish(self) -> None:
         """Keep the search attributes and the Web UI's current details in step with the state."""
         v = self._view
         alerts = open_alerts(v)
-        self._published = (v.phase, v.next_deadline, alerts)
+        self._published = (v.phase, v.next_deadline, alerts, tuple(v.missing), v.product)
         workflow.upsert_search_attributes([
             sa.PHASE.value_set(v.phase.value),
             sa.ROUTE.value_set("formal" if v.formal_received_at else "informal"),
-            sa.PRODUCT.value_set(v.product),
+            sa.PRODUCT.value_set(v.product) if v.product else sa.PRODUCT.value_unset(),
             sa.OUTCOME.value_set(v.outcome.value) if v.outcome else sa.OUTCOME.value_unset(),
             sa.NEXT_DEADLINE.value_set(v.next_deadline) if v.next_deadline else sa.NEXT_DEADLINE.value_unset(),
             sa.OPEN_ALERTS.value_set(alerts) if alerts else sa.OPEN_ALERTS.value_unset(),
+            # Only on complaints that ever lacked minimum contents: older histories upserted without it.
+            *([sa.INCOMPLETE.value_set(bool(v.missing))] if self._ever_incomplete else []),
         ])
         last = v.history[-1]
         details = [f"**Phase:** {v.phase.value}"]
+        if v.missing:
+            details.append(f"**Missing:** {', '.join(v.missing)}")
         if v.outcome:
             details.append(f"**Outcome:** {v.outcome.value}")
         if v.next_deadline:
@@ -629,12 +737,20 @@ class ComplaintWorkflow:
 
     def _letter(self, kind: LetterKind, *, note: str | None = None, outcome: Outcome | None = None,
                 motivation: str | None = None, mediator: str | None = None,
-                consequences: list[str] | None = None) -> None:
-        """Queue a letter to the complainant; the post room sends it (the terms as they stand now)."""
+                consequences: list[str] | None = None, missing: list[str] | None = None,
+                automatic: bool = False) -> None:
+        """Queue a letter to the complainant; the post room sends it (the terms as they stand now).
+
+        A complaint that came by mail gets its letters in the same conversation: In-Reply-To the
+        complainant's mail, References that mail and our earlier letters.
+        """
         s, d = self._submission, self._view.deadlines
         assert s is not None
         sequence = 1 + sum(1 for m in self._mail if isinstance(m, SendLetterInput) and m.kind is kind) + sum(
             1 for letter in self._view.letters if letter.kind is kind)
+        thread = s.reference if s.channel is Channel.EMAIL and s.reference and _MESSAGE_ID.fullmatch(s.reference) \
+            else None
+        earlier = [letter.message_id for letter in self._view.letters if letter.message_id]
         self._mail.append(SendLetterInput(
             complaint_id=self._view.complaint_id, kind=kind, sequence=sequence,
             recipient=Recipient(name=s.complainant.name, email=str(s.complainant.email)),
@@ -642,7 +758,9 @@ class ComplaintWorkflow:
             received_at=self._view.formal_received_at or self._view.received_at,
             acknowledge_by=d.acknowledge_by, resolve_by=d.resolve_by, consequences_by=d.consequences_by,
             note=note, outcome=outcome, motivation=motivation, mediator=mediator,
-            consequences=consequences or []))
+            consequences=consequences or [], missing=missing or [],
+            in_reply_to=thread, references=([thread] if thread else []) + earlier,
+            automatic=automatic or kind is LetterKind.ACKNOWLEDGEMENT))
 
     def _alert_when(self, at: datetime, kind: AlertKind, summary: str, about: datetime | None = None) -> _Deadline:
         """A deadline that alerts the director about ``about`` (default: the deadline itself)."""
@@ -694,6 +812,7 @@ class ComplaintWorkflow:
         else:
             record.sent_at, record.message_id = sent.sent_at, sent.message_id
             self._view.letters.append(record)
+            self._sent[sent.message_id] = letter
             if letter.kind is LetterKind.ACKNOWLEDGEMENT and self._view.acknowledged_at is None:
                 self._acknowledged(sent.sent_at)
         self._changed()
@@ -728,11 +847,19 @@ class ComplaintWorkflow:
             version = self._version
             await self._dossier_activity(
                 UPDATE_DOSSIER,
-                DossierFacts(version=version, view=self._snapshot(),
+                DossierFacts(version=version, view=self._snapshot(), contents=self._contents(),
                              includes_personal_data=self._submission is not None,
                              contact_email=str(self._submission.complainant.email) if self._submission else None),
                 "update the dossier")
             self._dossier_synced = version
+
+    def _contents(self) -> Contents | None:
+        """The minimum contents as they stand, for the dossier (filled in after receipt, perhaps)."""
+        s = self._submission
+        if s is None:
+            return None
+        return Contents(organisation=s.complainant.organisation, phone=s.complainant.phone, product=s.product,
+                        motivation=s.motivation)
 
     def _idle(self) -> bool:
         """No letter, alert or dossier write waiting or in flight."""

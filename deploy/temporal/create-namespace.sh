@@ -52,7 +52,8 @@ for attribute in \
     ComplaintProduct:Keyword \
     ComplaintOutcome:Keyword \
     ComplaintNextDeadline:Datetime \
-    ComplaintOpenAlerts:KeywordList
+    ComplaintOpenAlerts:KeywordList \
+    ComplaintIncomplete:Bool
 do
     name=${attribute%%:*}
     if printf '%s\n' "$existing" | grep -qw "$name"; then

@@ -1,0 +1,60 @@
+"""Start one complaint's workflow: the one place that does it (starter, the mailbox, admin register).
+
+The workflow id is derived from the complaint (complaints/ids.py), so starting the same
+complaint again finds the running one: ``created`` is False, nothing is started twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from temporalio.client import Client
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from complaints import search_attributes as sa
+from complaints.ids import complaint_id_for
+from complaints.models import ComplaintResult, ComplaintSubmission, ComplaintWorkflowInput, Phase, Route
+
+#: The complaint workflow's type (workflows/complaint.py; tests/test_mailbox_processing.py checks).
+COMPLAINT_WORKFLOW = "ComplaintWorkflow"
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    complaint_id: str
+    created: bool
+
+
+async def submit_complaint(client: Client, complaint: ComplaintSubmission, *, task_queue: str,
+                           now: datetime | None = None) -> SubmitResult:
+    """Start the complaint's workflow; ``created`` is False when it already existed."""
+    complaint_id = complaint_id_for(complaint)
+    if complaint.received_at is None:
+        complaint = complaint.model_copy(update={"received_at": now or datetime.now(timezone.utc)})
+    phase = Phase.FORMAL if complaint.route is Route.FORMAL else Phase.INFORMAL
+    attributes = [SearchAttributePair(sa.PHASE, phase.value), SearchAttributePair(sa.ROUTE, complaint.route.value)]
+    if complaint.product is not None:
+        attributes.append(SearchAttributePair(sa.PRODUCT, complaint.product))
+    try:
+        await client.start_workflow(
+            COMPLAINT_WORKFLOW,
+            ComplaintWorkflowInput(submission=complaint),
+            id=complaint_id,
+            task_queue=task_queue,
+            result_type=ComplaintResult,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            search_attributes=TypedSearchAttributes(attributes),
+            static_summary=f"Complaint {complaint_id}: {complaint.product or 'product not yet known'} "
+                           f"({complaint.route.value})",
+        )
+    except WorkflowAlreadyStartedError:
+        return SubmitResult(complaint_id, created=False)
+    return SubmitResult(complaint_id, created=True)
