@@ -122,6 +122,7 @@ class MailboxActivities:
     @activity.defn(name=PROCESS_MAIL)
     async def process_mail(self, input: ProcessMailInput) -> MailProcessed:
         mailbox = self._mailbox
+        activity.heartbeat("fetch")
         fetched = await _retryable(asyncio.to_thread(self._fetch, input, mailbox))
         if fetched is None:
             return MailProcessed(outcome=MailOutcome.GONE)
@@ -135,7 +136,9 @@ class MailboxActivities:
         except Exception as err:  # noqa: BLE001 - whatever trips over this mail must not stop the next one
             raise unprocessable(f"the mail cannot be read ({type(err).__name__})") from None
         try:
+            activity.heartbeat("act")
             result, kind = await self._act(mail, info, input)
+            activity.heartbeat("move")
             await _retryable(asyncio.to_thread(self._move, input, mailbox, mailbox.processed_folder))
             await self._pool.execute(
                 "UPDATE mails SET processed_at = now() WHERE mail_key = $1 AND processed_at IS NULL", _key(mail))

@@ -41,6 +41,8 @@ PROCESS_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coeff
                             maximum_interval=timedelta(seconds=30), maximum_attempts=6,
                             non_retryable_error_types=["MailUnprocessable"])
 MAILBOX_TIMEOUT = timedelta(minutes=2)
+#: A worker that died while processing a mail: another picks the mail up after this.
+PROCESS_HEARTBEAT = timedelta(seconds=30)
 #: Looks in the mailbox per run, before it continues as new with its counts (keeps the history short).
 LOOKS_PER_RUN = 200
 
@@ -85,7 +87,7 @@ class MailboxWorkflow:
             done = await workflow.execute_activity(
                 PROCESS_MAIL, ProcessMailInput(folder=state.folder, uidvalidity=uidvalidity, uid=uid),
                 result_type=MailProcessed, start_to_close_timeout=MAILBOX_TIMEOUT, retry_policy=PROCESS_RETRY,
-                summary=f"process mail {uid}")
+                heartbeat_timeout=PROCESS_HEARTBEAT, summary=f"process mail {uid}")
         except ActivityError as err:
             cause = err.cause
             if isinstance(cause, ApplicationError) and cause.type == UNAVAILABLE:
