@@ -145,7 +145,7 @@ class MailboxActivities:
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as err:
             raise _unavailable("the dossier", err) from None
         activity.logger.info("mail processed", extra={"outcome_of_mail": result.outcome.value, "kind": kind,
-                                                      "uid": input.uid, "created": result.created})
+                                                      "uid": input.uid, "new_complaint": result.created})
         return result
 
     def _fetch(self, input: ProcessMailInput, mailbox: MailboxSettings) -> tuple[MailInfo, bytes | None] | None:

@@ -46,7 +46,7 @@ COMPLAINT_WORKFLOW = "ComplaintWorkflow"
 #: written, so nothing reaches the log by accident.
 FIELDS = ("phase", "route", "outcome", "kind", "sequence", "message_id", "version", "smtp_code",
           "deadline", "result", "fields_erased", "letters_erased", "notes_erased", "mails_erased",
-          "attachments_erased", "outcome_of_mail", "folder", "uid", "created")
+          "attachments_erased", "outcome_of_mail", "folder", "uid", "new_complaint")
 
 # ------------------------------------------------------------------ logging
 
@@ -63,8 +63,14 @@ def configure_logging(settings: Settings, stream: IO[str] | None = None) -> logg
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(settings.log_level)
+    # Libraries that narrate every step at INFO (flufl.bounce names each bounce detector it runs).
+    for chatty in _CHATTY:
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
     keep_sdk_context_off_the_message()
     return handler
+
+
+_CHATTY = ("flufl.bounce",)
 
 
 def formatter(log_format: str) -> logging.Formatter:

@@ -51,3 +51,12 @@ async def run_cli(*args: str, env: dict[str, str], stdin: bytes | None = None, t
     out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
     assert proc.returncode is not None
     return Result(proc.returncode, out.decode(), err.decode())
+
+
+async def run_admin(environ: dict[str, str], *args: str) -> Result:
+    return await run_cli(str(REPO / "admin.py"), *args, env=environ, timeout=90)
+
+
+def admin_environ(env: Any, settings: Settings, **extra: str) -> dict[str, str]:
+    """admin.py's environment for the session's servers, acting as staff member "tester"."""
+    return cli_env(settings, env.client.service_client.config.target_host, COMPLAINTS_STAFF="tester", **extra)

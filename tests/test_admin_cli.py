@@ -19,22 +19,11 @@ from complaints.calendar import local_date
 from complaints.models import ComplaintSubmission, ComplaintView, ResolveInformallyInput
 from starter import submit_complaint
 from tests.conftest import free_port
-from tests.cli import REPO, Result, cli_env, run_cli
+from tests.cli import Result, admin_environ, run_admin
 from tests.factories import complaint_json
 from workflows.complaint import ComplaintWorkflow
 
-ADMIN = REPO / "admin.py"
-
 Cli = Callable[..., Awaitable[Result]]
-
-
-async def run_admin(environ: dict[str, str], *args: str) -> Result:
-    return await run_cli(str(ADMIN), *args, env=environ, timeout=90)
-
-
-def admin_environ(env, settings, **extra: str) -> dict[str, str]:
-    return cli_env(settings, env.client.service_client.config.target_host,
-                   COMPLAINTS_STAFF="tester", **extra)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import signal
+import smtplib
 import socket
 import sys
 import time
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import aiohttp
 
+from complaints.ids import complaint_id_for_reference
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,7 +141,7 @@ class DevStack:
 def clean_env(**extra: str) -> dict[str, str]:
     """This environment without settings that would point the stack or the starter elsewhere."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("TEMPORAL_", "SMTP_", "DATABASE_", "DEVSTACK_", "COMPLAINTS_"))}
+           if not k.startswith(("TEMPORAL_", "SMTP_", "DATABASE_", "DEVSTACK_", "COMPLAINTS_", "MAILBOX_"))}
     return {**env, **extra}
 
 
@@ -198,12 +200,66 @@ async def wait_for_letter(mail_dir: Path, complaint_id: str, kind: str, timeout:
     raise AssertionError(f"no {kind} letter for {complaint_id} within {timeout} s; mail: {found}")
 
 
+def send_mail(smtp_port: int, raw: bytes, sender: str = "jan.devries@example.nl") -> None:
+    with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as smtp:
+        smtp.sendmail(sender, ["info@level-up.nl"], raw)
+
+
+async def admin(temporal_port: int, pg_port: int, data_dir: Path, *args: str) -> str:
+    env = clean_env(TEMPORAL_ADDRESS=f"127.0.0.1:{temporal_port}",
+                    COMPLAINTS_ENCRYPTION_KEYS_FILE=str(data_dir / "encryption-keys"),
+                    DATABASE_URL=f"postgresql://postgres@127.0.0.1:{pg_port}/complaints")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "admin.py", *args, cwd=ROOT, env=env, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode(errors="replace")
+    return out.decode()
+
+
+async def mail_walk_through(data_dir: Path, temporal_port: int, pg_port: int, smtp_port: int) -> None:
+    """The README's walk through by mail: a complaint mailed to info@, its acknowledgement in the same
+    conversation, a reply with the missing phone number, an out-of-office reply that changes nothing."""
+    raw = (ROOT / "examples" / "complaint.eml").read_bytes()
+    send_mail(smtp_port, raw)
+    complaint_id = complaint_id_for_reference("<klacht-voorbeeld-1@example.nl>")
+    letter = BytesHeaderParser().parsebytes(
+        (await wait_for_letter(data_dir / "mail", complaint_id, "acknowledgement", timeout=60)).read_bytes())
+    assert letter["In-Reply-To"] == "<klacht-voorbeeld-1@example.nl>"
+    shown = json.loads(await admin(temporal_port, pg_port, data_dir, "show", complaint_id, "--json"))
+    assert shown["missing"] == ["phone"] and shown["channel"] == "email"
+    listed = await admin(temporal_port, pg_port, data_dir, "list", "--incomplete")
+    assert complaint_id in listed
+    reply = (f"From: Jan de Vries <jan.devries@example.nl>\r\nTo: info@level-up.nl\r\n"
+             f"Subject: Re: {letter['Subject']}\r\nMessage-ID: <antwoord-1@example.nl>\r\n"
+             f"In-Reply-To: {letter['Message-ID']}\r\nReferences: {letter['Message-ID']}\r\n\r\n"
+             "Hierbij mijn telefoonnummer.\r\n\r\nTelefoon: 06 12345678\r\n").encode()
+    send_mail(smtp_port, reply)
+    away = (f"From: Jan de Vries <jan.devries@example.nl>\r\nTo: info@level-up.nl\r\n"
+            f"Subject: Automatisch antwoord: {letter['Subject']}\r\nMessage-ID: <afwezig-1@example.nl>\r\n"
+            f"Auto-Submitted: auto-replied\r\nIn-Reply-To: {letter['Message-ID']}\r\n\r\n"
+            "Ik ben afwezig tot maandag.\r\n").encode()
+    send_mail(smtp_port, away)
+    deadline = time.monotonic() + 60
+    while True:
+        shown = json.loads(await admin(temporal_port, pg_port, data_dir, "show", complaint_id, "--json"))
+        if shown["missing"] == [] and len(shown["messages"]) == 2:
+            break
+        assert time.monotonic() < deadline, shown
+        await asyncio.sleep(0.5)
+    assert [m["kind"] for m in shown["messages"]] == ["reply", "auto-reply"]
+    messages = await admin(temporal_port, pg_port, data_dir, "messages", complaint_id)
+    assert "reply" in messages and "Re: Ontvangstbevestiging" in messages
+    assert "06 12345678" in await admin(temporal_port, pg_port, data_dir, "message", complaint_id, "2")
+
+
 async def test_devstack_runs_the_system_and_keeps_complaints_across_restarts(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    temporal_port, ui_port, pg_port, smtp_port, codec_port = _ports(5)
+    temporal_port, ui_port, pg_port, smtp_port, codec_port, imap_port = _ports(6)
     env = clean_env(DEVSTACK_DATA_DIR=str(data_dir), DEVSTACK_TEMPORAL_PORT=str(temporal_port),
                     DEVSTACK_UI_PORT=str(ui_port), DEVSTACK_POSTGRES_PORT=str(pg_port),
-                    DEVSTACK_SMTP_PORT=str(smtp_port), DEVSTACK_CODEC_PORT=str(codec_port))
+                    DEVSTACK_SMTP_PORT=str(smtp_port), DEVSTACK_CODEC_PORT=str(codec_port),
+                    DEVSTACK_IMAP_PORT=str(imap_port))
 
     first = DevStack(env, tmp_path / "first.stderr")
     try:
@@ -216,6 +272,7 @@ async def test_devstack_runs_the_system_and_keeps_complaints_across_restarts(tmp
         assert result["created"] is True
         complaint_id = str(result["complaint_id"])
         await wait_for_letter(data_dir / "mail", complaint_id, "acknowledgement")
+        await mail_walk_through(data_dir, temporal_port, pg_port, smtp_port)
         assert await first.stop() == 0, first.output()
     finally:
         first.kill()

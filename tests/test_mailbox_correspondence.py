@@ -3,7 +3,6 @@ complaint through the info@ mailbox (real IMAP, Temporal, PostgreSQL, SMTP); sta
 
 from __future__ import annotations
 
-import pytest
 
 from complaints import search_attributes as sa
 from complaints.ids import complaint_id_for_reference
@@ -138,4 +137,3 @@ async def _no_open_alerts(handle) -> bool:
     return (await handle.describe()).typed_search_attributes.get(sa.OPEN_ALERTS) is None
 
 
-pytestmark = pytest.mark.asyncio

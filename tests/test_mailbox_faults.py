@@ -11,7 +11,6 @@ import os
 import signal
 from dataclasses import replace
 
-import pytest
 
 from complaints.ids import complaint_id_for_reference
 from complaints.models import LetterKind
@@ -24,7 +23,6 @@ from tests.processes import start_worker, stop
 from worker import ensure_mailbox_reader
 from workflows.mailbox import workflow_id
 
-pytestmark = pytest.mark.asyncio
 
 PEOPLE = ("webform-labelled.eml", "gmail-alternative.eml", "applemail-qp.eml", "iso-8859-1-encoded-words.eml",
           "outlook-html-winmail.eml")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timedelta, timezone
 
-import pytest
 
 from complaints import search_attributes as sa
 from complaints.ids import complaint_id_for_reference
@@ -14,8 +13,6 @@ from complaints.models import AlertKind, LetterKind, Phase
 from intake.mail import read_mail
 from tests.lifecycle import eventually, status, wait_alert, wait_letter, wait_view, workflow_exists
 from tests.mailbox_rig import Rig, corpus, mailbox_counts
-
-pytestmark = pytest.mark.asyncio
 
 
 def _message_id(raw: bytes) -> str:
@@ -151,3 +148,9 @@ def _mailbox_alerts(mail, rig: Rig) -> list | None:
     found = [m for m in mail.find(x_alert_kind="mail-quarantined") if f"Map: {rig.mailbox.folder}" in m.get_content()]
     return found if len(found) == 2 else None
 
+
+def test_intake_starts_the_workflow_by_the_name_it_is_registered_under() -> None:
+    from intake.start import COMPLAINT_WORKFLOW
+    from workflows.complaint import ComplaintWorkflow
+
+    assert COMPLAINT_WORKFLOW == ComplaintWorkflow.__temporal_workflow_definition.name  # type: ignore[attr-defined]
