@@ -3,6 +3,10 @@ complaint through the info@ mailbox (real IMAP, Temporal, PostgreSQL, SMTP); sta
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from temporalio.client import WorkflowExecutionStatus
+
 
 from complaints import search_attributes as sa
 from complaints.ids import complaint_id_for_reference
@@ -16,6 +20,7 @@ from complaints.models import (
     Outcome,
     Phase,
     ResendInput,
+    WithdrawInput,
 )
 from intake.mail import read_mail
 from tests.cli import cli_env, run_cli
@@ -137,3 +142,50 @@ async def _no_open_alerts(handle) -> bool:
     return (await handle.describe()).typed_search_attributes.get(sa.OPEN_ALERTS) is None
 
 
+
+
+async def test_a_reply_to_a_closed_complaint_is_kept_on_it_and_after_the_purge_it_is_new_mail(
+        env, client, settings, pool, mail, imap):
+    rig = Rig(imap, settings)
+    first = corpus("outlook-html-winmail.eml")  # with an attachment, to see it erased
+    rig.deliver(first)
+    async with rig.reading(client, pool):
+        handle = client.get_workflow_handle(complaint_id_for_reference(read_mail(first).message_id))
+        [acknowledgement] = await wait_letter(mail, handle, LetterKind.ACKNOWLEDGEMENT)
+        await handle.execute_update(ComplaintWorkflow.withdraw, WithdrawInput(by=STAFF, reason="Ingetrokken."))
+        await wait_letter(mail, handle, LetterKind.WITHDRAWAL)
+        first_run = (await handle.describe()).run_id
+        await eventually(lambda: _new_run(client, handle.id, first_run), what="the retention run")
+        sender = "M.Bakker@vanderlinden-techniek.nl"
+        rig.deliver(_reply("reply-disagree.eml", acknowledgement, handle.id, COMPLAINANT=sender))
+        [alert] = await wait_alert(mail, handle, AlertKind.MESSAGE_RECEIVED)
+        view = await wait_view(handle, lambda v: len(v.messages) == 1, "the reply kept on the closed complaint")
+        assert view.phase is Phase.CLOSED and view.messages[0].kind is MessageKind.REPLY
+        assert await pool.fetchval("SELECT count(*) FROM mails WHERE complaint_id = $1", handle.id) == 2
+
+        # A year later the personal data is erased: the mails' bytes, senders, subjects, attachments.
+        await env.fast_forward(handle, timedelta(days=370))
+        await eventually(lambda: _completed(handle), what="the purge")
+        mails = await pool.fetch("SELECT raw, from_address, subject, message_id FROM mails WHERE complaint_id = $1",
+                                 handle.id)
+        assert len(mails) == 2 and all(tuple(m.values()) == (None, None, None, None) for m in mails)
+        files = await pool.fetch("SELECT filename, data FROM attachments WHERE complaint_id = $1", handle.id)
+        assert files and all(f["filename"] is None and f["data"] is None for f in files)
+        erasure = await pool.fetchrow("SELECT mails_erased, attachments_erased FROM erasures WHERE complaint_id = $1",
+                                      handle.id)
+        assert (erasure["mails_erased"], erasure["attachments_erased"]) == (2, len(files))
+
+        # After the purge, a reply about it is new mail: a complaint of its own.
+        late = _reply("reply-with-missing-fields.eml", acknowledgement, handle.id, COMPLAINANT=sender)
+        rig.deliver(late)
+        again = client.get_workflow_handle(complaint_id_for_reference(read_mail(late).message_id))
+        await wait_letter(mail, again, LetterKind.ACKNOWLEDGEMENT)
+        assert again.id != handle.id
+
+
+async def _new_run(client, complaint_id: str, first_run: str) -> bool:
+    return (await client.get_workflow_handle(complaint_id).describe()).run_id != first_run
+
+
+async def _completed(handle) -> bool:
+    return (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
