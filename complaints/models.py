@@ -391,23 +391,17 @@ class ResendInput(StaffAction):
     kind: LetterKind
 
 
-class CompleteInput(StaffAction):
+class CompleteInput(StaffAction, Contents):
     """Fill in minimum contents the complaint arrived without (or correct them)."""
-
-    organisation: SingleLine | None = None
-    phone: Phone | None = None
-    product: SingleLine | None = None
-    motivation: Text | None = None
 
     @model_validator(mode="after")
     def _something(self) -> CompleteInput:
-        if self.contents().given() == []:
+        if not self.given():
             raise ValueError("give at least one of organisation, phone, product, motivation")
         return self
 
     def contents(self) -> Contents:
-        return Contents(organisation=self.organisation, phone=self.phone, product=self.product,
-                        motivation=self.motivation)
+        return Contents.model_validate(self.model_dump(include=set(MISSING_CAN_BE)))
 
 
 # ---------------------------------------------------------- mail about a complaint (updates)

@@ -8,6 +8,8 @@ import hashlib
 import mimetypes
 from pathlib import Path
 
+import asyncpg
+
 from dossier.connect import Row, connection
 
 
@@ -17,14 +19,19 @@ async def read_messages(database_url: str, complaint_id: str) -> list[Row]:
         mails = [dict(r) for r in await conn.fetch(
             "SELECT sequence, received_at, kind, from_address, from_name, subject, raw IS NULL AS erased, mail_key"
             " FROM mails WHERE complaint_id = $1 ORDER BY sequence", complaint_id)]
-        attachments = [dict(r) for r in await conn.fetch(
-            "SELECT number, mail_key, filename, content_type, size, sha256 FROM attachments WHERE complaint_id = $1"
-            " ORDER BY number", complaint_id)]
+        attachments = await _attachments(conn, complaint_id)
     for mail in mails:
         key = mail.pop("mail_key")
         mail["attachments"] = [{k: v for k, v in a.items() if k != "mail_key"} for a in attachments
                                if a["mail_key"] == key]
     return mails
+
+
+async def _attachments(conn: asyncpg.Connection, complaint_id: str, mail_key: str | None = None) -> list[Row]:
+    """The complaint's attachments (of one mail, when ``mail_key`` is given), without their bytes."""
+    return [dict(r) for r in await conn.fetch(
+        "SELECT number, mail_key, filename, content_type, size, sha256 FROM attachments WHERE complaint_id = $1"
+        " AND ($2::text IS NULL OR mail_key = $2) ORDER BY number", complaint_id, mail_key)]
 
 
 async def read_message(database_url: str, complaint_id: str, sequence: int) -> Row | None:
@@ -35,11 +42,9 @@ async def read_message(database_url: str, complaint_id: str, sequence: int) -> R
             " WHERE complaint_id = $1 AND sequence = $2", complaint_id, sequence)
         if row is None:
             return None
-        attachments = await conn.fetch(
-            "SELECT number, filename, content_type, size, sha256 FROM attachments WHERE complaint_id = $1"
-            " AND mail_key = $2 ORDER BY number", complaint_id, row["mail_key"])
+        attachments = await _attachments(conn, complaint_id, row["mail_key"])
     found = {k: v for k, v in dict(row).items() if k != "mail_key"}
-    found["attachments"] = [dict(a) for a in attachments]
+    found["attachments"] = [{k: v for k, v in a.items() if k != "mail_key"} for a in attachments]
     return found
 
 

@@ -260,17 +260,23 @@ _TUNING = {
 def _tuning(env: Mapping[str, str]) -> dict[str, int]:
     values = {}
     for name, (field_name, least) in _TUNING.items():
-        raw = env.get(name, "").strip()
-        if not raw:
-            continue
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ConfigError(f"{name}: {raw!r} is not a whole number") from None
-        if value < least:
-            raise ConfigError(f"{name}: {value} is too small (at least {least})")
-        values[field_name] = value
+        if (value := _whole_number(env, name, least)) is not None:
+            values[field_name] = value
     return values
+
+
+def _whole_number(env: Mapping[str, str], name: str, least: int) -> int | None:
+    """A whole number of at least ``least``; None when unset."""
+    raw = _given(env, name)
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: {raw!r} is not a whole number") from None
+    if value < least:
+        raise ConfigError(f"{name}: {value} is too small (at least {least})")
+    return value
 
 
 def _mailbox(env: Mapping[str, str]) -> MailboxSettings | None:
@@ -307,13 +313,7 @@ def _mailbox(env: Mapping[str, str]) -> MailboxSettings | None:
                 raise ConfigError(f"{name}: the folder name holds a control character")
             values[attr] = value
     for name, attr, least in [("MAILBOX_POLL_SECONDS", "poll_seconds", 1), ("MAILBOX_MAX_BYTES", "max_bytes", 1024)]:
-        if (value := _given(env, name)) is not None:
-            try:
-                number = int(value)
-            except ValueError:
-                raise ConfigError(f"{name}: {value!r} is not a whole number") from None
-            if number < least:
-                raise ConfigError(f"{name}: {number} is too small (at least {least})")
+        if (number := _whole_number(env, name, least)) is not None:
             values[attr] = number
     folders = {values["folder"], values.get("processed_folder", MailboxSettings.processed_folder),
                values.get("quarantine_folder", MailboxSettings.quarantine_folder)}
