@@ -29,7 +29,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.mail import SmtpSender, message_id
 from activities.names import COMPUTE_ANNUAL_REPORT, MAIL_ANNUAL_REPORT, STORE_ANNUAL_REPORT
-from complaints.calendar import AMSTERDAM, local_date
+from complaints.calendar import AMSTERDAM
 from complaints.models import (
     ComputedReport,
     ComputeReportInput,
@@ -87,28 +87,28 @@ FROM (SELECT route, channel, coalesce(product, 'unknown') AS product,
 GROUP BY GROUPING SETS ((route), (channel), (product), (outcome), (month, route))
 """
 
-# $3: the run's local date, $4: the run's moment, $5: the window (days), $6: the year's bounds as above.
-# Before: local dates [recorded_on - window, recorded_on - 1]; after: [recorded_on + 1, recorded_on + days_after],
-# days_after = the whole days passed between the day of the measure and the day of the run, at most the window.
+# $3: the run's moment, $4: the window (days). Counted by moment: a complaint received before the
+# measure's moment counts before it (at most the window before), one received at or after it counts
+# after (the whole days passed until the run, at most the window), also on the measure's own day.
 MEASURES_SQL = """
 WITH m AS (
     SELECT complaint_id, sequence, product, measure, recorded_at,
            (recorded_at AT TIME ZONE 'Europe/Amsterdam')::date AS recorded_on
     FROM measures
-    WHERE recorded_at >= $1 AND recorded_at < $2 AND recorded_at <= $4
+    WHERE recorded_at >= $1 AND recorded_at < $2 AND recorded_at <= $3
 ), w AS (
-    SELECT m.*, greatest(0, least($5::int, $3::date - recorded_on - 1)) AS days_after FROM m
+    SELECT m.*, greatest(0, least($4::int, floor(extract(epoch FROM $3 - recorded_at) / 86400)::int)) AS days_after
+    FROM m
 )
 SELECT w.product, w.measure, w.recorded_on, w.days_after,
        (SELECT count(*) FROM complaints c
         WHERE c.product = w.product
-          AND c.received_at >= ((w.recorded_on - $5::int)::timestamp AT TIME ZONE 'Europe/Amsterdam')
-          AND c.received_at < (w.recorded_on::timestamp AT TIME ZONE 'Europe/Amsterdam')) AS before,
+          AND c.received_at >= w.recorded_at - make_interval(days => $4::int)
+          AND c.received_at < w.recorded_at) AS before,
        (SELECT count(*) FROM complaints c
         WHERE c.product = w.product
-          AND c.received_at >= ((w.recorded_on + 1)::timestamp AT TIME ZONE 'Europe/Amsterdam')
-          AND c.received_at < ((w.recorded_on + 1 + w.days_after)::timestamp AT TIME ZONE 'Europe/Amsterdam'))
-           AS after
+          AND c.received_at >= w.recorded_at
+          AND c.received_at < w.recorded_at + make_interval(days => w.days_after)) AS after
 FROM w
 ORDER BY w.recorded_at, w.complaint_id, w.sequence
 """
@@ -123,7 +123,7 @@ def report_queries(year: int, as_of: datetime) -> list[tuple[str, tuple[Any, ...
     """The report's three queries with their arguments (also run by ``bench/analysis.py``)."""
     start, end = year_bounds(year)
     return [(TOTALS_SQL, (start, end)), (GROUPS_SQL, (start, end)),
-            (MEASURES_SQL, (start, end, local_date(as_of), as_of, WINDOW_DAYS))]
+            (MEASURES_SQL, (start, end, as_of, WINDOW_DAYS))]
 
 
 async def compute_report(conn: asyncpg.Connection, year: int, as_of: datetime) -> ComputedReport:

@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import re
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from email.utils import parseaddr
 from typing import Any
 
@@ -31,7 +32,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.names import LIST_NEW_MAIL, PROCESS_MAIL, QUARANTINE_MAIL
 from complaints.calendar import local_date
-from complaints.ids import PATTERN as COMPLAINT_ID, complaint_id_for_reference, sender_hash
+from complaints.ids import PATTERN as COMPLAINT_ID
+from complaints.ids import complaint_id_for_reference, sender_hash
 from complaints.models import (
     MAX_LINE,
     MAX_TEXT,
@@ -54,6 +56,7 @@ from complaints.models import (
     SingleLine,
     Text,
 )
+from complaints.terms import INTAKE_LOOKBACK
 from infra.config import MailboxSettings, Settings
 from infra.imap import Mailbox, MailboxUnavailable, MailInfo
 from intake.mail import ReadMail, Unreadable, read_mail
@@ -282,6 +285,8 @@ class MailboxActivities:
                 or _valid(_SINGLE_LINE, (mail.from_name or "")[:MAX_LINE]) or mail.from_address)
         received = info.received_at
         written = mail.date if mail.date is not None and mail.date.year >= 2000 else received
+        if local_date(written) < local_date(INTAKE_LOOKBACK.before(received)):
+            written = received  # a sender's clock years off: the receipt is the better date
         reference = mail.key if len(mail.key) <= MAX_LINE else \
             "message-id-sha256:" + hashlib.sha256(mail.key.encode()).hexdigest()
         data: dict[str, Any] = {
@@ -293,7 +298,7 @@ class MailboxActivities:
             "description": _valid(_TEXT, description) or "(de tekst van de e-mail kon niet worden overgenomen)",
         }
         try:
-            return ComplaintSubmission.model_validate(data)
+            return ComplaintSubmission.model_validate(data, context={"now": datetime.now(timezone.utc)})
         except ValidationError as err:
             fields_wrong = ", ".join(".".join(str(p) for p in e["loc"]) for e in err.errors(include_input=False))
             raise unprocessable(f"no complaint can be made of it ({fields_wrong})") from None

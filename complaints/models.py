@@ -17,9 +17,9 @@ import idna
 import phonenumbers
 from pydantic import (
     AfterValidator,
-    BeforeValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     EmailStr,
     Field,
@@ -27,6 +27,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from complaints.calendar import end_of_day, local_date
+from complaints.terms import INTAKE_LOOKBACK
 
 # --------------------------------------------------------------------------- enums
 
@@ -257,11 +260,21 @@ class ComplaintSubmission(_Model):
             raise ValueError(f"submitted_on: must be {EARLIEST.isoformat()} or later")
         now = (info.context or {}).get("now") if info else None
         if isinstance(now, datetime):
-            if self.submitted_on > now.date():
+            # Dates are Amsterdam dates: at 00:30 in Amsterdam a complaint dated today is today's.
+            today = local_date(now)
+            if self.submitted_on > today:
                 raise ValueError("submitted_on: must not be in the future")
             if self.received_at is not None and self.received_at > now:
                 raise ValueError("received_at: must not be in the future")
-        if self.received_at is not None and self.received_at.date() < self.submitted_on:
+            # A receipt long ago would fire every deadline of the procedure at once.
+            earliest = INTAKE_LOOKBACK.before(now)
+            if self.received_at is not None and self.received_at < earliest:
+                raise ValueError(f"received_at: more than {INTAKE_LOOKBACK.en()} ago (the earliest is "
+                                 f"{local_date(earliest).isoformat()}); register an older complaint by hand")
+            received_on = local_date(self.received_at) if self.received_at is not None else today
+            if self.submitted_on < local_date(INTAKE_LOOKBACK.before(end_of_day(received_on))):
+                raise ValueError(f"submitted_on: more than {INTAKE_LOOKBACK.en()} before the complaint was received")
+        if self.received_at is not None and local_date(self.received_at) < self.submitted_on:
             raise ValueError("received_at: must not be before submitted_on")
         return self
 

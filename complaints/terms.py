@@ -69,7 +69,9 @@ class Term:
         return moment + self.delta
 
     def before(self, moment: datetime) -> datetime:
-        """``moment`` minus this term."""
+        """``moment`` minus this term (a year before 29 February is 28 February)."""
+        if self.unit is Unit.YEARS:
+            return Term(-self.count, Unit.YEARS).after(moment)
         return moment - self.delta
 
 
@@ -97,6 +99,13 @@ CONSEQUENCES_WITHIN = Term(2, Unit.WEEKS)
 COMPLETE_WITHIN = Term(5, Unit.WORKING_DAYS)
 #: A closed complaint is kept in the dossier this long; then its personal data is erased.
 RETENTION = Term(1, Unit.YEARS)
+
+# ------------------------------------------------------------------ sensible bounds
+
+#: Intake refuses a complaint received (or written) longer ago than this: every deadline would have passed.
+INTAKE_LOOKBACK = Term(1, Unit.YEARS)
+#: Staff may extend the resolution term at most this far ahead of today.
+EXTENSION_LIMIT = Term(1, Unit.YEARS)
 
 # ------------------------------------------------------------------ the yearly analysis
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import date, timedelta
 from typing import Any
 
 import admin
@@ -59,7 +60,7 @@ FITS_PHASE: dict[str, set[str]] = {
 ARGS: dict[str, list[str]] = {
     "resolve-informally": ["--note", "Excuses aangeboden."],
     "escalate": ["--reason", "Klant wil een formele behandeling."],
-    "extend": ["--until", "2099-12-31", "--reason", "Meer tijd nodig."],
+    "extend": ["--until", (date.today() + timedelta(days=200)).isoformat(), "--reason", "Meer tijd nodig."],
     "decide": ["--outcome", "rejected", "--motivation", "Geen grond."],
     "disagree": ["--note", "Klant gaat niet akkoord."],
     "engage-mediator": ["--mediator", "Mr. B. Tweede"],

@@ -321,3 +321,18 @@ async def test_admin_analyse_prints_the_report(seeded, env, worker, settings) ->
     for bad in ("abc", "19", "9999"):
         refused = await run_cli(str(REPO / "admin.py"), "analyse", "--year", bad, env=environ)
         assert refused.code == 2 and "--year" in refused.err and "Traceback" not in refused.err, refused
+
+
+async def test_a_measure_counts_the_complaints_of_its_own_day_by_moment(pool, settings) -> None:
+    """Received at 09:00, measure at 14:00, received at 16:00 on the same day: one before, one after."""
+    d = DossierActivities(pool)
+    product = f"Training Dagmoment {uuid.uuid4().hex[:6]}"
+    await seed(d, product=product, channel="email", route="informal", received=utc(3, 4, 9, year=2021),
+               phase=Phase.INFORMAL, measures=((utc(3, 4, 14, year=2021), "Maatregel van de dag."),))
+    await seed(d, product=product, channel="email", route="informal", received=utc(3, 4, 16, year=2021),
+               phase=Phase.INFORMAL)
+    computed = await ActivityEnvironment().run(
+        AnalysisActivities(pool, settings).compute_annual_report,
+        ComputeReportInput(year=2021, as_of=utc(12, 31, 12, year=2021)))
+    [measure] = [m for m in computed.report["measures"] if m["product"] == product]
+    assert (measure["complaints_before"], measure["complaints_after"]) == (1, 1)

@@ -175,3 +175,36 @@ def test_ids_are_deterministic_and_free_of_personal_data() -> None:
     [c] = parse_complaints(json.dumps(complaint_json(reference=DELETE)))
     [d] = parse_complaints(json.dumps(complaint_json(reference=DELETE)))
     assert complaint_id_for(c) == complaint_id_for(d)
+
+
+@pytest.mark.parametrize("now", [
+    datetime(2026, 7, 1, 22, 30, tzinfo=timezone.utc),   # 00:30 CEST on 2 July in Amsterdam
+    datetime(2026, 1, 14, 23, 30, tzinfo=timezone.utc),  # 00:30 CET on 15 January in Amsterdam
+])
+def test_a_complaint_dated_today_in_amsterdam_is_accepted_just_after_midnight(now: datetime) -> None:
+    from zoneinfo import ZoneInfo
+
+    today = now.astimezone(ZoneInfo("Europe/Amsterdam")).date()
+    [c] = parse_complaints(json.dumps(complaint_json(submitted_on=today.isoformat(), received_at=now.isoformat())),
+                           now=now)
+    assert c.submitted_on == today and c.received_at == now
+    tomorrow = (today + timedelta(days=1)).isoformat()
+    with pytest.raises(IntakeError) as caught:
+        parse_complaints(json.dumps(complaint_json(submitted_on=tomorrow)), now=now)
+    assert caught.value.problems == ["item 1: submitted_on: must not be in the future"]
+
+
+def test_a_complaint_received_more_than_a_year_ago_is_refused_naming_the_earliest_day() -> None:
+    now = datetime(2026, 12, 2, 10, 0, tzinfo=timezone.utc)
+    long_ago = complaint_json(submitted_on="2024-03-01", received_at="2024-03-02T10:00:00+01:00")
+    with pytest.raises(IntakeError) as caught:
+        parse_complaints(json.dumps(long_ago), now=now)
+    assert caught.value.problems == ["item 1: received_at: more than 1 year ago (the earliest is 2025-12-02); "
+                                     "register an older complaint by hand"]
+    written_long_before = complaint_json(submitted_on="2025-11-01")  # received now
+    with pytest.raises(IntakeError) as caught:
+        parse_complaints(json.dumps(written_long_before), now=now)
+    assert caught.value.problems == ["item 1: submitted_on: more than 1 year before the complaint was received"]
+    [within] = parse_complaints(json.dumps(complaint_json(submitted_on="2025-12-02",
+                                                          received_at="2025-12-02T11:00:00+00:00")), now=now)
+    assert within.submitted_on.isoformat() == "2025-12-02"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 from temporalio.client import WorkflowUpdateFailedError
@@ -56,6 +56,7 @@ from tests.lifecycle import (
     start_formal,
     started,
     status,
+    virtual_now,
     wait_alert,
     wait_dossier,
     wait_letter,
@@ -184,6 +185,14 @@ async def test_staff_extension_moves_the_term(env, client, settings, worker, mai
                                        ExtendInput(by=STAFF, until=until, reason="Meer tijd nodig."),
                                        "InvalidArgument")
         assert "until" in message
+    # Nor further ahead than a year from today (the complaint's own clock, 10 days on).
+    today = local_day(await virtual_now(env, handle))
+    message = await assert_refused(handle, ComplaintWorkflow.extend,
+                                   ExtendInput(by=STAFF, until=date(9999, 12, 31), reason="Heel veel tijd."),
+                                   "InvalidArgument")
+    latest = today.replace(year=today.year + 1) if (today.month, today.day) != (2, 29) else \
+        today.replace(year=today.year + 1, day=28)
+    assert message == f"until: 9999-12-31 is more than 1 year ahead (at most {latest.isoformat()})"
 
     until = local_day(term) + timedelta(days=21)
     view = await handle.execute_update(ComplaintWorkflow.extend, ExtendInput(

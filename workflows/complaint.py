@@ -393,6 +393,11 @@ class ComplaintWorkflow:
             raise ApplicationError(
                 f"until: {action.until.isoformat()} is not after the current term "
                 f"({local_date(term).isoformat()})", type=INVALID)
+        latest = local_date(terms.EXTENSION_LIMIT.after(workflow.now()))
+        if action.until > latest:
+            raise ApplicationError(
+                f"until: {action.until.isoformat()} is more than {terms.EXTENSION_LIMIT.en()} ahead "
+                f"(at most {latest.isoformat()})", type=INVALID)
 
     @workflow.update
     def decide(self, action: DecideInput) -> ComplaintView:
