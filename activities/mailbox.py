@@ -144,7 +144,8 @@ class MailboxActivities:
             activity.heartbeat("move")
             await _retryable(asyncio.to_thread(self._move, input, mailbox, mailbox.processed_folder))
             await self._pool.execute(
-                "UPDATE mails SET processed_at = now() WHERE mail_key = $1 AND processed_at IS NULL", _key(mail))
+                "UPDATE mails SET processed_at = now() WHERE ref = $1 AND folder = $2 AND uid = $3"
+                " AND processed_at IS NULL", mail.ref, input.folder, input.uid)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as err:
             raise _unavailable("the dossier", err) from None
         activity.logger.info("mail processed", extra={"outcome_of_mail": result.outcome.value, "kind": kind,
@@ -183,9 +184,15 @@ class MailboxActivities:
             await self._store(mail, info, input, None, "ignored", reason)
             return MailProcessed(outcome=MailOutcome.IGNORED), "machine"
         submission = self._submission(mail, info)
-        complaint_id = complaint_id_for_reference(submission.reference or "")
-        await self._store(mail, info, input, complaint_id, "complaint", None)
         started = await _retryable(submit_complaint(self._client, submission, task_queue=self._settings.task_queue))
+        key = _key(mail)
+        if started.conflict:
+            # Another complaint already has this Message-ID (a sender that reuses it): this mail is known
+            # by the hash of its bytes instead, as a mail without a Message-ID is.
+            key = "sha256:" + mail.sha256
+            started = await _retryable(submit_complaint(
+                self._client, submission.model_copy(update={"reference": key}), task_queue=self._settings.task_queue))
+        await self._store(mail, info, input, started.complaint_id, "complaint", None, key=key)
         return MailProcessed(outcome=MailOutcome.COMPLAINT, complaint_id=started.complaint_id,
                              created=started.created), "complaint"
 
@@ -306,13 +313,14 @@ class MailboxActivities:
     # ------------------------------------------------------------------ the dossier
 
     async def _store(self, mail: ReadMail, info: MailInfo, input: ProcessMailInput, complaint_id: str | None,
-                     kind: str, reason: str | None) -> None:
+                     kind: str, reason: str | None, key: str | None = None) -> None:
         """Keep the mail (and its attachments) in the dossier, once: a mail kept before is left as it is.
 
         Mail about a complaint is kept whole (it is erased with the complaint's personal data); other
         mail only as a line that says what it was and why it was left alone.
         """
         keep = complaint_id is not None
+        key = key or _key(mail)
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 if keep:
@@ -327,7 +335,7 @@ class MailboxActivities:
                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
                     ON CONFLICT (mail_key) DO NOTHING RETURNING mail_key
                     """,
-                    _key(mail), mail.ref, complaint_id, sequence, kind, info.received_at, info.size, mail.sha256,
+                    key, mail.ref, complaint_id, sequence, kind, info.received_at, info.size, mail.sha256,
                     input.folder, input.uidvalidity, input.uid, reason,
                     *((mail.message_id, mail.from_address, mail.from_name, mail.subject, mail.raw) if keep
                       else (None, None, None, None, None)))
@@ -338,7 +346,7 @@ class MailboxActivities:
                 await conn.executemany(
                     "INSERT INTO attachments (complaint_id, number, mail_key, content_type, size, sha256, filename, "
                     "data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                    [(complaint_id, number + i, _key(mail), a.content_type, a.size, a.sha256, a.filename, a.data)
+                    [(complaint_id, number + i, key, a.content_type, a.size, a.sha256, a.filename, a.data)
                      for i, a in enumerate(mail.attachments, 1)])
         except (asyncpg.PostgresError, OSError) as err:
             raise _unavailable("the dossier", err) from None

@@ -45,3 +45,10 @@ def sender_hash(address: str) -> str:
     """An e-mail address as mail about a complaint names its sender to the workflow: hashed, so the
     workflow can tell the complainant's own address without the history holding anyone's address."""
     return hashlib.sha256(address.strip().lower().encode("utf-8")).hexdigest()
+
+
+def fingerprint(submission: ComplaintSubmission) -> str:
+    """What the complaint says (everything but its reference and the moment of receipt), hashed: two
+    submissions with one reference are the same complaint only if their fingerprints are equal."""
+    content = submission.model_dump(mode="json", exclude={"reference", "received_at"})
+    return hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()

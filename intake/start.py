@@ -1,7 +1,9 @@
 """Start one complaint's workflow: the one place that does it (starter, the mailbox, admin register).
 
 The workflow id is derived from the complaint (complaints/ids.py), so starting the same
-complaint again finds the running one: ``created`` is False, nothing is started twice.
+complaint again finds the running one: ``created`` is False, nothing is started twice. A
+different complaint that carries a reference already used (a scanner restarting its numbering, a
+reused Message-ID) is told apart by its fingerprint, kept in the workflow's memo: ``conflict``.
 """
 
 from __future__ import annotations
@@ -19,17 +21,23 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from complaints import search_attributes as sa
-from complaints.ids import complaint_id_for
+from complaints.ids import complaint_id_for, fingerprint
 from complaints.models import ComplaintResult, ComplaintSubmission, ComplaintWorkflowInput, Phase, Route
 
 #: The complaint workflow's type (workflows/complaint.py; tests/test_mailbox_processing.py checks).
 COMPLAINT_WORKFLOW = "ComplaintWorkflow"
 
 
+#: The memo key holding a complaint's fingerprint (complaints/ids.py), set when its workflow starts.
+FINGERPRINT = "fingerprint"
+
+
 @dataclass(frozen=True)
 class SubmitResult:
     complaint_id: str
     created: bool
+    #: Another complaint already has this reference: nothing was started (``complaint_id`` is the other's).
+    conflict: bool = False
 
 
 async def submit_complaint(client: Client, complaint: ComplaintSubmission, *, task_queue: str,
@@ -42,6 +50,7 @@ async def submit_complaint(client: Client, complaint: ComplaintSubmission, *, ta
     attributes = [SearchAttributePair(sa.PHASE, phase.value), SearchAttributePair(sa.ROUTE, complaint.route.value)]
     if complaint.product is not None:
         attributes.append(SearchAttributePair(sa.PRODUCT, complaint.product))
+    mine = fingerprint(complaint)
     try:
         await client.start_workflow(
             COMPLAINT_WORKFLOW,
@@ -54,7 +63,16 @@ async def submit_complaint(client: Client, complaint: ComplaintSubmission, *, ta
             search_attributes=TypedSearchAttributes(attributes),
             static_summary=f"Complaint {complaint_id}: {complaint.product or 'product not yet known'} "
                            f"({complaint.route.value})",
+            memo={FINGERPRINT: mine},
         )
     except WorkflowAlreadyStartedError:
-        return SubmitResult(complaint_id, created=False)
+        theirs = await _fingerprint_of(client, complaint_id)
+        return SubmitResult(complaint_id, created=False, conflict=theirs is not None and theirs != mine)
     return SubmitResult(complaint_id, created=True)
+
+
+async def _fingerprint_of(client: Client, complaint_id: str) -> str | None:
+    """The running (or kept) complaint's fingerprint; None for one started before fingerprints were kept."""
+    memo = await (await client.get_workflow_handle(complaint_id).describe()).memo()
+    value = memo.get(FINGERPRINT)
+    return value if isinstance(value, str) else None

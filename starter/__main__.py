@@ -1,6 +1,7 @@
 """``python -m starter submit FILE [--json]``: submit complaints from a file or stdin.
 
 Exit codes: 0 all started (or already known), 2 invalid input (nothing started),
+3 some references already belong to other complaints (those not started, the others started),
 1 Temporal unreachable or another infrastructure failure.
 """
 
@@ -58,11 +59,20 @@ async def _submit(data: bytes, as_json: bool) -> int:
     except Exception as err:  # noqa: BLE001
         return fail(PROG, 1, f"submitting failed: {first_line(err)} (submitting again is safe: "
                              "complaints already started are not started twice)")
-    for result in results:
+    conflicts = 0
+    for number, result in enumerate(results, 1):
+        if result.conflict:
+            conflicts += 1
+            print(f"item {number}: reference: already used by another complaint ({result.complaint_id})",
+                  file=sys.stderr)
         if as_json:
-            print(json.dumps({"complaint_id": result.complaint_id, "created": result.created}))
-        else:
+            print(json.dumps({"complaint_id": result.complaint_id, "created": result.created}
+                             | ({"conflict": True} if result.conflict else {})))
+        elif not result.conflict:
             print(result.complaint_id)
+    if conflicts:
+        return fail(PROG, 3, f"{conflicts} complaint(s) not started: their reference belongs to another complaint; "
+                             "the others were started")
     return 0
 
 

@@ -83,3 +83,27 @@ async def test_temporal_unreachable_is_one_clear_line(settings) -> None:
     assert "Traceback" not in result.err
     [line] = result.err.strip().splitlines()
     assert line.startswith("starter: cannot reach Temporal at 127.0.0.1:")
+
+
+async def test_a_reference_used_by_another_complaint_is_refused_and_the_rest_started(client, cli, tmp_path) -> None:
+    """Same reference, same contents: the same complaint (created false). Same reference, other contents
+    (a scanner that restarted its numbering): refused with exit 3, the other items started as usual."""
+    first = complaint_json()
+    path = tmp_path / "first.json"
+    path.write_text(json.dumps(first))
+    assert (await run_cli("-m", "starter", "submit", str(path), env=cli)).code == 0
+    other = complaint_json(reference=first["reference"], description="Een heel andere klacht over de catering.")
+    fresh = complaint_json()
+    path.write_text(json.dumps([other, fresh]))
+    result = await run_cli("-m", "starter", "submit", str(path), "--json", env=cli)
+    assert result.code == 3, result.err
+    lines = [json.loads(line) for line in result.out.splitlines()]
+    assert lines == [{"complaint_id": id_of(first), "created": False, "conflict": True},
+                     {"complaint_id": id_of(fresh), "created": True}]
+    assert f"item 1: reference: already used by another complaint ({id_of(first)})" in result.err
+    assert await exists(client, id_of(fresh))
+    text = await run_cli("-m", "starter", "submit", str(path), env=cli)
+    assert text.code == 3 and text.out.split() == [id_of(fresh)]
+    path.write_text(json.dumps(first))  # the very same complaint again: idempotent, as before
+    again = await run_cli("-m", "starter", "submit", str(path), "--json", env=cli)
+    assert again.code == 0 and json.loads(again.out) == {"complaint_id": id_of(first), "created": False}

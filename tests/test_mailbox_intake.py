@@ -154,3 +154,23 @@ def test_intake_starts_the_workflow_by_the_name_it_is_registered_under() -> None
     from workflows.complaint import ComplaintWorkflow
 
     assert COMPLAINT_WORKFLOW == ComplaintWorkflow.__temporal_workflow_definition.name  # type: ignore[attr-defined]
+
+
+async def test_a_reused_message_id_on_another_mail_is_another_complaint(client, settings, pool, mail, imap):
+    """A sender (or a broken mailer) reuses a Message-ID: the second, different mail is not swallowed as
+    a copy of the first but becomes a complaint of its own, known by the hash of its bytes."""
+    rig = Rig(imap, settings)
+    first = corpus("webform-labelled.eml")
+    message_id = _message_id(first)
+    second = corpus("gmail-alternative.eml")
+    second = second.replace(f"Message-ID: {_message_id(second)}".encode(), f"Message-ID: {message_id}".encode())
+    assert _message_id(second) == message_id
+    rig.deliver(first)
+    rig.deliver(second)
+    async with rig.reading(client, pool):
+        await rig.wait_counts(0, 2, 0)
+        one = client.get_workflow_handle(complaint_id_for_reference(message_id))
+        other = client.get_workflow_handle(complaint_id_for_reference("sha256:" + read_mail(second).sha256))
+        for handle in (one, other):
+            await wait_letter(mail, handle, LetterKind.ACKNOWLEDGEMENT)
+        assert (await status(other)).product is None and (await status(one)).product
