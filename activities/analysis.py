@@ -7,9 +7,9 @@ the year's totals, the counts per route/channel/product/outcome/month (one pass,
 ``GROUPING SETS``) and the measures with their before/after windows (two index
 range counts per measure on ``(product, received_at)``).
 
-Every run is kept (``annual_reports``: nothing is replaced) and mailed once: the
-mail activity claims the report's row ``FOR UPDATE`` and a row already marked sent
-is never sent again; the Message-ID is derived from the report id.
+Every run is kept (``annual_reports``: nothing is replaced) and mailed once, as letters are
+(activities/outbox.py: a row already marked sent is never sent again); the Message-ID is derived
+from the report id.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.mail import SmtpSender, message_id
+from activities.outbox import Outbox, Row, SmtpSender, message_id
 from activities.names import COMPUTE_ANNUAL_REPORT, MAIL_ANNUAL_REPORT, STORE_ANNUAL_REPORT
 from complaints.calendar import AMSTERDAM
 from complaints.models import (
@@ -235,6 +235,7 @@ class AnalysisActivities:
         self._pool = pool
         self._settings = settings
         self._sender = SmtpSender(settings)
+        self._outbox = Outbox(pool, self._sender)
 
     @activity.defn(name=COMPUTE_ANNUAL_REPORT)
     async def compute_annual_report(self, input: ComputeReportInput) -> ComputedReport:
@@ -262,24 +263,20 @@ class AnalysisActivities:
     async def mail_annual_report(self, input: MailReportInput) -> ReportMailed:
         """Mail the stored report to the director, once: HTML with the chart, and plain text."""
         to = self._settings.director_email
-        async with self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                "SELECT id, year, run_at, report, monthly, requested_by, message_id, sent_at"
-                " FROM annual_reports WHERE id = $1 FOR UPDATE", input.report_id)
-            if row is None:
-                raise ApplicationError(f"no annual report with id {input.report_id}", non_retryable=True)
-            msg_id = message_id("annual-report", str(row["year"]), row["id"], self._sender.domain)
-            if row["sent_at"] is not None:
-                activity.logger.info("annual report %s already mailed; not sending again", row["id"])
-                return ReportMailed(message_id=row["message_id"] or msg_id, sent_at=row["sent_at"], to=to)
-            report, monthly = json.loads(row["report"]), json.loads(row["monthly"])
-            chart = await asyncio.to_thread(render_chart, report, monthly)
-            msg = self.compose(report, chart, msg_id=msg_id, report_id=row["id"], run_at=row["run_at"],
-                               requested_by=row["requested_by"])
-            await self._sender.send(msg)
-            sent_at = datetime.now(timezone.utc)
-            await conn.execute("UPDATE annual_reports SET message_id = $2, sent_at = $3 WHERE id = $1",
-                               row["id"], msg_id, sent_at)
+        row = await self._pool.fetchrow(
+            "SELECT id, year, run_at, report, monthly, requested_by, message_id, sent_at"
+            " FROM annual_reports WHERE id = $1", input.report_id)
+        if row is None:
+            raise ApplicationError(f"no annual report with id {input.report_id}", non_retryable=True)
+        msg_id = row["message_id"] or message_id("annual-report", str(row["year"]), row["id"], self._sender.domain)
+        if row["sent_at"] is not None:
+            activity.logger.info("annual report %s already mailed; not sending again", row["id"])
+            return ReportMailed(message_id=msg_id, sent_at=row["sent_at"], to=to)
+        await self._pool.execute("UPDATE annual_reports SET message_id = $2 WHERE id = $1", row["id"], msg_id)
+        report, monthly = json.loads(row["report"]), json.loads(row["monthly"])
+        chart = await asyncio.to_thread(render_chart, report, monthly)
+        sent_at, _ = await self._outbox.send(Row("annual_reports", "id = $1", (row["id"],)), lambda: self.compose(
+            report, chart, msg_id=msg_id, report_id=row["id"], run_at=row["run_at"], requested_by=row["requested_by"]))
         return ReportMailed(message_id=msg_id, sent_at=sent_at, to=to)
 
     def compose(self, report: dict[str, Any], chart: bytes, *, msg_id: str, report_id: int, run_at: datetime,

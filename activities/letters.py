@@ -40,6 +40,8 @@ ALERT_TEXT = {
     "complaint-incomplete": f"De klacht mist {terms.COMPLETE_WITHIN.nl()} na ontvangst nog gegevens die de "
                             "procedure vraagt. Vul ze aan met: python admin.py complete <klacht>.",
     "mail-quarantined": "Een e-mail in de mailbox kon niet worden verwerkt en is apart gezet.",
+    "letter-uncertain": "Het is onzeker of een brief aan de indiener is aangekomen: de mailserver gaf twee keer "
+                        "geen antwoord. Controleer het en verstuur hem zo nodig opnieuw met: python admin.py resend.",
 }
 
 #: Added to ``message-received`` when the complaint is decided: the complainant may not agree.

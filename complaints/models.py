@@ -100,6 +100,10 @@ class AlertKind(StrEnum):
     COMPLAINT_INCOMPLETE = "complaint-incomplete"
     #: A mail in the info@ mailbox could not be processed (no complaint of its own).
     MAIL_QUARANTINED = "mail-quarantined"
+    #: Twice the mail server's answer to a letter was lost: it waits for staff (resend) instead of a third copy.
+    LETTER_UNCERTAIN = "letter-uncertain"
+    #: The mail server fails every attempt (not sent by mail: a search attribute value, a log line, a metric).
+    MAIL_SERVER_FAILING = "mail-server-failing"
 
 
 class MessageKind(StrEnum):
@@ -542,6 +546,8 @@ class ComplaintView(_Model):
     measures: list[Measure] = Field(default_factory=list)
     #: Mail about the complaint that arrived after it (replies, automatic replies, bounces).
     messages: list[MessageRecord] = Field(default_factory=list)
+    #: Since when every attempt of a letter or alert failed at the mail server (None: it works).
+    mail_failing_since: AwareDatetime | None = None
     history: list[HistoryEntry] = Field(default_factory=list)
     next_deadline: AwareDatetime | None = None
     next_deadline_for: str | None = None

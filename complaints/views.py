@@ -43,13 +43,26 @@ def open_alerts(view: ComplaintView) -> list[str]:
         AlertKind.MEDIATION_STALLED: view.phase is Phase.MEDIATION and view.mediator is None,
         AlertKind.LETTER_UNDELIVERABLE: view.phase in OPEN_PHASES and bool(undelivered_kinds(view)),
         AlertKind.COMPLAINT_INCOMPLETE: view.phase in OPEN_PHASES and bool(view.missing),
+        AlertKind.LETTER_UNCERTAIN: view.phase in OPEN_PHASES and bool(uncertain_kinds(view)),
     }
-    return sorted({a.kind.value for a in view.alerts if still.get(a.kind, False)})
+    found = {a.kind.value for a in view.alerts if still.get(a.kind, False)}
+    if view.mail_failing_since is not None:
+        found.add(AlertKind.MAIL_SERVER_FAILING.value)
+    return sorted(found)
 
 
 def undelivered_kinds(view: ComplaintView) -> set[LetterKind]:
     """The letter kinds whose last attempt failed (no later letter of that kind went out)."""
+    return _last_status_is(view, "failed")
+
+
+def uncertain_kinds(view: ComplaintView) -> set[LetterKind]:
+    """The letter kinds whose last letter waits for staff: its delivery is uncertain."""
+    return _last_status_is(view, "uncertain")
+
+
+def _last_status_is(view: ComplaintView, wanted: str) -> set[LetterKind]:
     last: dict[LetterKind, str] = {}
     for letter in view.letters:
         last[letter.kind] = letter.status
-    return {kind for kind, status in last.items() if status == "failed"}
+    return {kind for kind, status in last.items() if status == wanted}

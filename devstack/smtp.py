@@ -27,16 +27,31 @@ class _Handler:
     def __init__(self, catcher: MailCatcher) -> None:
         self._catcher = catcher
 
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,  # noqa: N802
+                          address: str, mail_options: list[str]) -> str:
+        if self._catcher.refuse_mail_from:
+            return self._catcher.refuse_mail_from
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,  # noqa: N802
                           address: str, rcpt_options: list[str]) -> str:
         if address.lower() in self._catcher.refused_recipients:
             return "550 5.1.1 mailbox unavailable"
+        if address.lower() in self._catcher.deferred_recipients:
+            return "451 4.7.1 try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
         raw = envelope.content if isinstance(envelope.content, bytes) else str(envelope.content).encode()
+        if self._catcher.refuse_data:
+            return self._catcher.refuse_data
         self._catcher.store(raw)
+        if self._catcher.delay_data_reply:
+            # Fault injection: a slow relay, taking the message but answering late.
+            await asyncio.sleep(self._catcher.delay_data_reply)
         if self._catcher.mailbox is not None and \
                 any(r.lower() == self._catcher.mailbox.user.lower() for r in envelope.rcpt_tos):
             delivered = f"Return-Path: <{envelope.mail_from or ''}>\r\n".encode() + raw
@@ -60,11 +75,18 @@ class MailCatcher:
         self.keep_in_memory = keep_in_memory
         self.messages: list[EmailMessage] = []
         self.refused_recipients: set[str] = set()
+        #: For fault tests: recipients answered "try again later" (4xx) for as long as they are in here.
+        self.deferred_recipients: set[str] = set()
         #: Mail to this mailbox's user (info@level-up.nl) is delivered into it as well.
         self.mailbox = mailbox
         #: For fault tests: this many messages are stored and then the connection is dropped
         #: before the final reply, so the client cannot know the message was accepted.
         self.drop_after_accepting = 0
+        #: For fault tests: the reply to MAIL FROM (e.g. "530 5.7.0 Authentication required"), to DATA
+        #: (e.g. "554 5.7.1 Message refused"), and seconds to wait before answering a message taken.
+        self.refuse_mail_from: str | None = None
+        self.refuse_data: str | None = None
+        self.delay_data_reply = 0.0
         self._count = 0
         self._lock = threading.Lock()
         self._controller = Controller(_Handler(self), hostname=host, port=port)

@@ -185,6 +185,21 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE erasures ADD COLUMN mails_erased integer NOT NULL DEFAULT 0;
     ALTER TABLE erasures ADD COLUMN attachments_erased integer NOT NULL DEFAULT 0;
     """,
+    # 5: sending without holding a connection: an attempt's lease on a message's row, and the attempts
+    # whose outcome SMTP could not tell (activities/outbox.py); a letter may wait for staff ('uncertain')
+    """
+    ALTER TABLE letters DROP CONSTRAINT letters_status_check;
+    ALTER TABLE letters ADD CONSTRAINT letters_status_check
+        CHECK (status IN ('sending', 'sent', 'failed', 'uncertain'));
+    ALTER TABLE letters ADD COLUMN unknown_outcomes integer NOT NULL DEFAULT 0,
+        ADD COLUMN claimed_until timestamptz, ADD COLUMN claimed_by text;
+    ALTER TABLE alerts ADD COLUMN unknown_outcomes integer NOT NULL DEFAULT 0,
+        ADD COLUMN claimed_until timestamptz, ADD COLUMN claimed_by text;
+    ALTER TABLE mailbox_alerts ADD COLUMN unknown_outcomes integer NOT NULL DEFAULT 0,
+        ADD COLUMN claimed_until timestamptz, ADD COLUMN claimed_by text;
+    ALTER TABLE annual_reports ADD COLUMN unknown_outcomes integer NOT NULL DEFAULT 0,
+        ADD COLUMN claimed_until timestamptz, ADD COLUMN claimed_by text;
+    """,
 )
 
 _LOCK_KEY = 0x4C55_434F  # "LUCO": one migrator at a time across workers

@@ -22,12 +22,19 @@ ALERTS = "complaint_alerts"
 #: The procedure's deadlines, by ``deadline`` (acknowledgement | resolution | consequences)
 #: and ``result`` (met | missed); each complaint counts at most once per deadline.
 DEADLINES = "complaint_deadlines"
+#: Failed attempts to hand a message to the mail server, by ``stage`` (connect, login, MAIL FROM,
+#: RCPT TO, DATA); a refused recipient is not a failure of the server and is not counted.
+MAIL_SERVER_FAILURES = "complaint_mail_server_failures"
+#: Complaints whose letters wait because the mail server keeps failing (the workflow counts each spell).
+MAIL_SERVER_FAILING = "complaint_mail_server_failing"
 
 _DESCRIPTIONS = {
     OPENED: "Complaints received, by route",
     LETTERS_SENT: "Letters to complainants the mail server took, by kind",
     ALERTS: "Alerts raised to the General Director, by kind",
     DEADLINES: "Procedure deadlines met or missed, by deadline",
+    MAIL_SERVER_FAILURES: "Failed attempts to hand a message to the mail server, by stage",
+    MAIL_SERVER_FAILING: "Complaints whose letters wait for a failing mail server",
 }
 
 ACKNOWLEDGEMENT = "acknowledgement"

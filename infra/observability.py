@@ -46,7 +46,7 @@ COMPLAINT_WORKFLOW = "ComplaintWorkflow"
 #: written, so nothing reaches the log by accident.
 FIELDS = ("phase", "route", "outcome", "kind", "sequence", "message_id", "version", "smtp_code",
           "deadline", "result", "fields_erased", "letters_erased", "notes_erased", "mails_erased",
-          "attachments_erased", "outcome_of_mail", "folder", "uid", "new_complaint")
+          "attachments_erased", "outcome_of_mail", "folder", "uid", "new_complaint", "stage")
 
 # ------------------------------------------------------------------ logging
 

@@ -27,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
         COMPUTE_REPORT_TIMEOUT,
         DOSSIER_RETRY,
         MAIL_REPORT_TIMEOUT,
-        MAIL_RETRY,
+        MAIL_RETRY_UNTIL_TAKEN,
         STORE_REPORT_TIMEOUT,
         failure_reason,
     )
@@ -56,7 +56,7 @@ class AnnualAnalysisWorkflow:
         try:
             mailed = await workflow.execute_activity(
                 MAIL_ANNUAL_REPORT, MailReportInput(report_id=stored.report_id), result_type=ReportMailed,
-                start_to_close_timeout=MAIL_REPORT_TIMEOUT, retry_policy=MAIL_RETRY,
+                start_to_close_timeout=MAIL_REPORT_TIMEOUT, retry_policy=MAIL_RETRY_UNTIL_TAKEN,
                 summary="mail the report to the director")
         except ActivityError as err:  # refused for good: the report stays in the dossier
             result.mail_error = failure_reason(err)

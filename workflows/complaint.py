@@ -87,6 +87,8 @@ with workflow.unsafe.imports_passed_through():
         CALENDAR_TIMEOUT,
         DOSSIER_RETRY,
         MAIL_RETRY,
+        UNCERTAIN,
+        UNDELIVERABLE,
         failure_reason,
     )
 
@@ -107,6 +109,14 @@ MEDIATION_STALLED_PATCH = "mediation-stalled-alert"
 #: The ``complaint-incomplete`` alert of complaints that came by mail without all minimum contents.
 #: Complaints before it never lacked any, so their histories never reach it; guarded all the same.
 INCOMPLETE_PATCH = "complaint-incomplete-alert"
+#: Alerts in a queue of their own (not behind a letter that keeps failing); complaints started before
+#: it keep their one queue for letters and alerts.
+SEPARATE_ALERTS_PATCH = "separate-alert-queue"
+#: Letters and alerts whose every attempt failed at the mail server wait and are tried again (before
+#: it, they were retried without end by the activity itself).
+MAIL_SERVER_PATCH = "mail-server-failing"
+#: How long a message waits after its attempts all failed at the mail server.
+MAIL_SERVER_PAUSE = timedelta(minutes=10)
 
 # Refusal types, so that callers can tell "not now" from "not like that".
 NOT_ALLOWED = "ActionNotAllowed"
@@ -130,6 +140,11 @@ def _nothing() -> None:
     """A deadline that only ends a wait."""
 
 
+def _cause_type(err: ActivityError) -> str | None:
+    cause = err.cause
+    return cause.type if isinstance(cause, ApplicationError) else None
+
+
 @workflow.defn
 class ComplaintWorkflow:
     @workflow.init
@@ -144,7 +159,11 @@ class ComplaintWorkflow:
             Phase.CONSEQUENCES: self._consequences_phase,
         }
         self._version = 0
+        #: Letters (and, in complaints before SEPARATE_ALERTS_PATCH, alerts) waiting to go out.
         self._mail: list[SendLetterInput | SendAlertInput] = []
+        #: Alerts waiting to go out, in a queue of their own: never behind a letter that keeps failing.
+        self._alerts_out: list[SendLetterInput | SendAlertInput] = []
+        self._separate_alerts = False
         self._dossier_synced = -1
         self._published: tuple[object, ...] = ()
         #: Letters the mail server refused permanently (or that bounced), by kind, until staff resend them.
@@ -178,6 +197,7 @@ class ComplaintWorkflow:
 
     @workflow.run
     async def run(self, input: ComplaintWorkflowInput) -> ComplaintResult:
+        self._separate_alerts = workflow.patched(SEPARATE_ALERTS_PATCH)
         if input.retained is None:
             route = self._view.route.value
             workflow.logger.info("complaint received", extra={"route": route})
@@ -187,7 +207,9 @@ class ComplaintWorkflow:
                 OpenDossierInput(complaint_id=self._view.complaint_id, submission=input.submission),
                 "open the dossier",
             )
-        background = [asyncio.create_task(self._post_room()), asyncio.create_task(self._archivist())]
+        background = [asyncio.create_task(self._post_room(self._mail)), asyncio.create_task(self._archivist())]
+        if self._separate_alerts:
+            background.append(asyncio.create_task(self._post_room(self._alerts_out)))
         try:
             if input.retained is None:
                 await self._handle_complaint()
@@ -781,46 +803,77 @@ class ComplaintWorkflow:
             self._deadline(missed, metrics.MISSED)
         self._view.alerts.append(AlertRecord(kind=kind, at=workflow.now(), sequence=sequence, deadline=deadline))
         self._record(f"alert {kind.value}", "system")
-        self._mail.append(SendAlertInput(
+        (self._alerts_out if self._separate_alerts else self._mail).append(SendAlertInput(
             complaint_id=self._view.complaint_id, kind=kind, sequence=sequence,
             product=self._view.product, phase=self._view.phase, deadline=deadline))
 
-    async def _post_room(self) -> None:
-        """Send letters and alerts in order, each exactly once, retrying until delivered.
+    async def _post_room(self, queue: list[SendLetterInput | SendAlertInput]) -> None:
+        """Send the queue's letters (or alerts) in order, each once, retrying until delivered.
 
         An item leaves the queue only once it is sent (or refused for good), so an empty queue
         means nothing is in flight.
         """
         while True:
-            await workflow.wait_condition(lambda: bool(self._mail))
-            item = self._mail[0]
+            await workflow.wait_condition(lambda: bool(queue))
+            item = queue[0]
             if isinstance(item, SendLetterInput):
                 await self._send_letter(item)
             else:
                 await self._send_alert(item)
-            self._mail.pop(0)
+            queue.pop(0)
 
     async def _send_letter(self, letter: SendLetterInput) -> None:
         record = LetterRecord(kind=letter.kind, sequence=letter.sequence,
                               to=letter.recipient.email, status="sent")
-        try:
-            sent = await workflow.execute_activity(
-                SEND_LETTER, letter, result_type=LetterSent,
-                start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=MAIL_RETRY,
-                summary=f"send {letter.kind.value} letter")
-        except ActivityError as err:
-            record.status, record.error = "failed", failure_reason(err)
-            self._undelivered[letter.kind] = letter
-            self._view.letters.append(record)
-            self._record(f"letter {letter.kind.value} undeliverable", "system", record.error)
-            self._alert(AlertKind.LETTER_UNDELIVERABLE)
-        else:
-            record.sent_at, record.message_id = sent.sent_at, sent.message_id
-            self._view.letters.append(record)
-            self._sent[sent.message_id] = letter
-            if letter.kind is LetterKind.ACKNOWLEDGEMENT and self._view.acknowledged_at is None:
-                self._acknowledged(sent.sent_at)
-        self._changed()
+        while True:
+            try:
+                sent = await workflow.execute_activity(
+                    SEND_LETTER, letter, result_type=LetterSent,
+                    start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=MAIL_RETRY,
+                    summary=f"send {letter.kind.value} letter")
+            except ActivityError as err:
+                if await self._mail_server_failing(err):
+                    continue  # the server failed every attempt: waited, and tried again
+                uncertain = _cause_type(err) == UNCERTAIN
+                record.status, record.error = ("uncertain" if uncertain else "failed"), failure_reason(err)
+                self._undelivered[letter.kind] = letter
+                self._view.letters.append(record)
+                if uncertain:
+                    self._record(f"letter {letter.kind.value} uncertain", "system", record.error)
+                    self._alert(AlertKind.LETTER_UNCERTAIN)
+                else:
+                    self._record(f"letter {letter.kind.value} undeliverable", "system", record.error)
+                    self._alert(AlertKind.LETTER_UNDELIVERABLE)
+            else:
+                self._mail_server_works()
+                record.sent_at, record.message_id = sent.sent_at, sent.message_id
+                self._view.letters.append(record)
+                self._sent[sent.message_id] = letter
+                if letter.kind is LetterKind.ACKNOWLEDGEMENT and self._view.acknowledged_at is None:
+                    self._acknowledged(sent.sent_at)
+            self._changed()
+            return
+
+    async def _mail_server_failing(self, err: ActivityError) -> bool:
+        """Every attempt of a message failed at the mail server (not a refused recipient, not an uncertain
+        outcome): say so where operators look (ComplaintOpenAlerts, an ERROR line, a metric; not by mail,
+        which is what fails), wait, and let the caller try again. False for a permanent answer."""
+        if _cause_type(err) in (UNDELIVERABLE, UNCERTAIN) or not workflow.patched(MAIL_SERVER_PATCH):
+            return False
+        if self._view.mail_failing_since is None:
+            self._view.mail_failing_since = workflow.now()
+            workflow.logger.error("the mail server keeps failing; letters and alerts wait")
+            self._count(metrics.MAIL_SERVER_FAILING)
+            self._changed()
+            self._publish()
+        await workflow.sleep(MAIL_SERVER_PAUSE, summary="the mail server keeps failing: wait before trying again")
+        return True
+
+    def _mail_server_works(self) -> None:
+        if self._view.mail_failing_since is not None:
+            self._view.mail_failing_since = None
+            self._changed()
+            self._publish()
 
     def _acknowledged(self, sent_at: datetime) -> None:
         self._view.acknowledged_at = sent_at
@@ -830,14 +883,20 @@ class ComplaintWorkflow:
             self._deadline(metrics.ACKNOWLEDGEMENT, metrics.MET if sent_at <= by else metrics.MISSED)
 
     async def _send_alert(self, alert: SendAlertInput) -> None:
-        try:
-            await workflow.execute_activity(
-                SEND_ALERT, alert, result_type=AlertSent,
-                start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=MAIL_RETRY,
-                summary=f"alert the director: {alert.kind.value}")
-        except ActivityError as err:
-            # The director's address is refused: the alert stays recorded in the complaint.
-            self._record(f"alert {alert.kind.value} undeliverable", "system", failure_reason(err))
+        while True:
+            try:
+                await workflow.execute_activity(
+                    SEND_ALERT, alert, result_type=AlertSent,
+                    start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=MAIL_RETRY,
+                    summary=f"alert the director: {alert.kind.value}")
+            except ActivityError as err:
+                if await self._mail_server_failing(err):
+                    continue
+                # The director's address is refused: the alert stays recorded in the complaint.
+                self._record(f"alert {alert.kind.value} undeliverable", "system", failure_reason(err))
+            else:
+                self._mail_server_works()
+            return
 
     # ================================================================ dossier
 
@@ -868,7 +927,7 @@ class ComplaintWorkflow:
 
     def _idle(self) -> bool:
         """No letter, alert or dossier write waiting or in flight."""
-        return not self._mail and self._dossier_synced == self._version
+        return not self._mail and not self._alerts_out and self._dossier_synced == self._version
 
     async def _dossier_activity(self, name: str, arg: object, summary: str,
                                 result_type: type | None = None):  # noqa: ANN202

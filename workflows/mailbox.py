@@ -30,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
         ProcessMailInput,
         QuarantineMailInput,
     )
-    from workflows.policies import MAIL_RETRY, failure_reason
+    from workflows.policies import MAIL_RETRY_UNTIL_TAKEN, failure_reason
 
 #: The mailbox server (or the dossier, or Temporal) out of reach: retried without end, with backoff.
 MAILBOX_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2.0,
@@ -109,7 +109,8 @@ class MailboxWorkflow:
             await workflow.execute_activity(
                 SEND_MAILBOX_ALERT, MailboxAlertInput(kind=AlertKind.MAIL_QUARANTINED, folder=state.folder,
                                                       uidvalidity=uidvalidity, uid=uid, reason=reason),
-                result_type=AlertSent, start_to_close_timeout=MAILBOX_TIMEOUT, retry_policy=MAIL_RETRY,
+                result_type=AlertSent, start_to_close_timeout=MAILBOX_TIMEOUT,
+                retry_policy=MAIL_RETRY_UNTIL_TAKEN,
                 summary="alert the director: mail-quarantined")
         except ActivityError as err:  # the director's address refused for good: the mail is set aside all the same
             workflow.logger.warning("mailbox alert undeliverable: %s", failure_reason(err))

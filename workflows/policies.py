@@ -1,7 +1,8 @@
 """How the workflows call their activities: retry policies and timeouts, shared by both workflows.
 
 The dossier and the mail server are retried until they are back: an outage must not lose a
-letter, an alert, a dossier write or the year's report. A permanent refusal (an activity's
+letter, an alert, a dossier write or the year's report (the mail activities' attempts are bounded,
+and the complaint workflow then waits and tries again). A permanent refusal (an activity's
 non-retryable ApplicationError, e.g. the mail server refusing an address for good) ends the
 retries at once.
 """
@@ -15,8 +16,17 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 DOSSIER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                             maximum_interval=timedelta(minutes=1))
+#: Letters and alerts: attempts for about four minutes; then the workflow notes the mail server failing,
+#: waits and tries again (workflows/complaint.py). A refused recipient ends them at once.
 MAIL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2.0,
-                         maximum_interval=timedelta(minutes=5))
+                         maximum_interval=timedelta(minutes=1), maximum_attempts=8)
+#: The yearly report's mail and the mailbox's alerts: retried until the mail server takes them.
+MAIL_RETRY_UNTIL_TAKEN = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2.0,
+                                     maximum_interval=timedelta(minutes=5))
+#: Failure types the mail activities raise (activities/outbox.py): a refused recipient, and a message
+#: whose fate SMTP could not tell twice (it waits for staff).
+UNDELIVERABLE = "LetterUndeliverable"
+UNCERTAIN = "MessageUncertain"
 
 #: A complaint's activities (one dossier write, one letter); a killed worker's are retried after this.
 ACTIVITY_TIMEOUT = timedelta(seconds=30)

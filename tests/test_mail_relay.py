@@ -1,0 +1,199 @@
+"""A real mail relay's failures (aiosmtpd with faults injected): only a refused recipient makes a letter
+undeliverable; a slow relay gets at most one more copy and never starves the dossier; a failing server
+is said where operators look; alerts do not wait behind a letter that keeps failing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+import activities.outbox
+import workflows.policies
+from activities.dossier import DossierActivities
+from activities.letters import LetterTemplates
+from activities.mail import MailActivities
+from complaints import search_attributes as sa
+from complaints.ids import sender_hash
+from complaints.models import (
+    AlertKind,
+    ComplaintSubmission,
+    LetterKind,
+    MessageKind,
+    MessageReceivedInput,
+    OpenDossierInput,
+)
+from devstack.smtp import MailCatcher
+from tests.conftest import free_port
+from tests.factories import complaint_json
+from tests.lifecycle import (
+    eventually,
+    letters,
+    start_formal,
+    wait_alert,
+    wait_letter,
+    wait_view,
+)
+from tests.test_activities import RECEIVED, letter
+from worker import build_worker
+from workflows.complaint import ComplaintWorkflow
+
+
+@pytest.fixture
+def relay():
+    with MailCatcher(free_port()) as catcher:
+        yield catcher
+
+
+def _mailer(pool: asyncpg.Pool, settings, relay: MailCatcher) -> MailActivities:
+    return MailActivities(pool, replace(settings, smtp_host=relay.host, smtp_port=relay.port), LetterTemplates())
+
+
+@pytest.fixture
+def submission() -> ComplaintSubmission:
+    return ComplaintSubmission.model_validate(complaint_json(received_at=RECEIVED.isoformat(),
+                                                             submitted_on="2026-04-24"))
+
+
+@pytest_asyncio.fixture
+async def complaint_id(pool, submission) -> str:
+    """A complaint's dossier row, for its letters."""
+    one = f"complaint-{uuid.uuid4().hex[:16]}"
+    await ActivityEnvironment().run(DossierActivities(pool).open_dossier,
+                                    OpenDossierInput(complaint_id=one, submission=submission))
+    return one
+
+
+async def _row(pool, complaint_id: str) -> asyncpg.Record:
+    return await pool.fetchrow("SELECT status, sent_at, unknown_outcomes, claimed_until FROM letters"
+                               " WHERE complaint_id = $1", complaint_id)
+
+
+@pytest.mark.parametrize(("fault", "reply"), [
+    ("refuse_mail_from", "530 5.7.0 Authentication required"),   # a rotated SMTP password
+    ("refuse_mail_from", "550 5.7.1 Relaying denied"),
+    ("refuse_data", "554 5.7.1 Message refused"),
+])
+async def test_only_a_refused_recipient_makes_a_letter_undeliverable(pool, settings, relay, complaint_id,
+                                                                     fault: str, reply: str) -> None:
+    setattr(relay, fault, reply)
+    with pytest.raises(ApplicationError) as caught:
+        await ActivityEnvironment().run(_mailer(pool, settings, relay).send_letter, letter(complaint_id))
+    assert caught.value.type == "MailServerFailing" and not caught.value.non_retryable  # retried, not given up
+    row = await _row(pool, complaint_id)
+    assert row["status"] == "sending" and row["sent_at"] is None and row["claimed_until"] is None
+    setattr(relay, fault, None)  # the server is fixed: the retry delivers it, once
+    await ActivityEnvironment().run(_mailer(pool, settings, relay).send_letter, letter(complaint_id))
+    assert len(relay.find(x_complaint_id=complaint_id)) == 1 and (await _row(pool, complaint_id))["status"] == "sent"
+
+
+async def test_a_slow_relay_gets_at_most_one_more_copy_then_the_letter_waits_for_staff(
+        pool, settings, relay, complaint_id, monkeypatch) -> None:
+    """The relay takes the message but answers after the client gave up: unknown whether it took it. One
+    more copy is sent; when that answer is lost too, the letter is uncertain and sent no third time."""
+    monkeypatch.setattr(activities.outbox, "SMTP_TIMEOUT", 0.5)
+    relay.delay_data_reply = 2.0
+    mailer = _mailer(pool, settings, relay)
+    for _ in range(2):
+        with pytest.raises(ApplicationError) as caught:
+            await ActivityEnvironment().run(mailer.send_letter, letter(complaint_id))
+        assert caught.value.type == "MailOutcomeUnknown" and not caught.value.non_retryable
+    with pytest.raises(ApplicationError) as caught:
+        await ActivityEnvironment().run(mailer.send_letter, letter(complaint_id))
+    assert caught.value.type == "MessageUncertain" and caught.value.non_retryable
+    await asyncio.sleep(2.5)  # the relay's late answers
+    copies = relay.find(x_complaint_id=complaint_id)
+    assert len(copies) == 2 and len({m["Message-ID"] for m in copies}) == 1
+    row = await _row(pool, complaint_id)
+    assert (row["status"], row["unknown_outcomes"]) == ("uncertain", 2)
+
+
+async def test_slow_sends_never_hold_the_dossiers_connections(pool, settings, relay, submission,
+                                                              monkeypatch) -> None:
+    """Six letters in a slow relay's hands, a pool of three connections: the dossier still answers."""
+    monkeypatch.setattr(activities.outbox, "SMTP_TIMEOUT", 10.0)
+    relay.delay_data_reply = 3.0
+    small = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=3)
+    try:
+        ids = [f"complaint-{uuid.uuid4().hex[:16]}" for _ in range(6)]
+        for one in ids:
+            await ActivityEnvironment().run(DossierActivities(pool).open_dossier,
+                                            OpenDossierInput(complaint_id=one, submission=submission))
+        mailer = _mailer(small, settings, relay)
+        sends = [asyncio.ensure_future(ActivityEnvironment().run(mailer.send_letter, letter(cid))) for cid in ids]
+        await eventually(lambda: len([m for m in relay.messages if m["X-Complaint-Id"] in ids]) == 6,
+                         what="six letters in the relay's hands")
+        assert await asyncio.wait_for(small.fetchval("SELECT count(*) FROM letters WHERE complaint_id = ANY($1)",
+                                                     ids), 2.5) == 6
+        assert not any(send.done() for send in sends), "the dossier answered only after the sends finished"
+        await asyncio.gather(*sends)
+    finally:
+        await small.close()
+
+
+async def test_a_failing_mail_server_is_said_where_operators_look_and_the_letter_goes_once_it_works(
+        env, client, settings, pool, relay, monkeypatch, caplog) -> None:
+    monkeypatch.setattr(workflows.policies, "MAIL_RETRY", RetryPolicy(
+        initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(milliseconds=200),
+        maximum_attempts=2))
+    relay.refuse_mail_from = "535 5.7.8 Authentication credentials invalid"
+    failing = replace(settings, smtp_host=relay.host, smtp_port=relay.port)
+    caplog.set_level(logging.ERROR)
+    async with build_worker(client, failing, pool):
+        handle = await start_formal(client, failing)
+        view = await wait_view(handle, lambda v: v.mail_failing_since is not None, "the mail server noted failing")
+        assert view.letters == [] and view.acknowledged_at is None  # not undeliverable: it waits
+        attrs = await eventually(lambda: _open_alerts(handle), what="mail-server-failing in ComplaintOpenAlerts")
+        assert "mail-server-failing" in attrs
+        assert any("mail server keeps failing" in r.getMessage() and r.levelno == logging.ERROR
+                   for r in caplog.records)
+        relay.refuse_mail_from = None
+        await env.fast_forward(handle, timedelta(minutes=11))
+        await wait_letter(relay, handle, LetterKind.ACKNOWLEDGEMENT)
+        view = await wait_view(handle, lambda v: v.mail_failing_since is None and v.acknowledged_at is not None)
+        await eventually(lambda: _no_open_alerts(handle), what="the failing mail server cleared")
+        await asyncio.sleep(1)
+        assert len(letters(relay, handle, LetterKind.ACKNOWLEDGEMENT)) == 1
+
+
+async def test_alerts_do_not_wait_behind_a_letter_that_keeps_failing(env, client, settings, pool, relay,
+                                                                    monkeypatch) -> None:
+    """The complainant's mail server keeps saying "try again later": the acknowledgement waits, but an
+    alert to the director (a mail about the complaint arrived) goes out at once, in its own queue."""
+    monkeypatch.setattr(workflows.policies, "MAIL_RETRY", RetryPolicy(
+        initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(milliseconds=200),
+        maximum_attempts=3))
+    address = f"traag-{uuid.uuid4().hex[:8]}@example.nl"
+    relay.deferred_recipients.add(address)
+    local = replace(settings, smtp_host=relay.host, smtp_port=relay.port)
+    async with build_worker(client, local, pool):
+        handle = await start_formal(client, local, complainant={
+            "name": "Jan de Vries", "organisation": "Gemeente Delft", "email": address,
+            "phone": "+31 6 12345678", "role": "customer"})
+        await wait_view(handle, lambda v: v.mail_failing_since is not None, "the letter failing")
+        await handle.execute_update(ComplaintWorkflow.receive_message, MessageReceivedInput(
+            ref="0123456789abcdef", at=datetime.now(timezone.utc), kind=MessageKind.REPLY,
+            sender=sender_hash("iemand@example.nl")))
+        await wait_alert(relay, handle, AlertKind.MESSAGE_RECEIVED)
+        assert letters(relay, handle, LetterKind.ACKNOWLEDGEMENT) == []
+        relay.deferred_recipients.discard(address)
+        await env.fast_forward(handle, timedelta(minutes=11))
+        await wait_letter(relay, handle, LetterKind.ACKNOWLEDGEMENT)
+        assert (await wait_view(handle, lambda v: v.acknowledged_at is not None)).mail_failing_since is None
+
+
+async def _open_alerts(handle) -> list[str] | None:
+    return (await handle.describe()).typed_search_attributes.get(sa.OPEN_ALERTS)
+
+
+async def _no_open_alerts(handle) -> bool:
+    return not await _open_alerts(handle)
