@@ -29,12 +29,14 @@ import workflows
 import workflows.analysis
 import workflows.complaint
 import workflows.mailbox
+import workflows.retention
 from activities.analysis import AnalysisActivities
 from activities.calendar import CalendarActivities
 from activities.dossier import DossierActivities
 from activities.letters import LetterTemplates
 from activities.mail import MailActivities
 from activities.mailbox import MailboxActivities
+from activities.retention import RetentionActivities
 from complaints import search_attributes
 from complaints.calendar import WorkingDayCalendar
 from complaints.models import MailboxWorkflowInput
@@ -46,7 +48,8 @@ from workflows.analysis import AnnualAnalysisWorkflow
 from workflows.complaint import ComplaintWorkflow
 from workflows.mailbox import MailboxWorkflow
 from workflows.mailbox import workflow_id as mailbox_workflow_id
-from workflows.schedule import ensure_annual_schedule
+from workflows.retention import RetentionSweepWorkflow
+from workflows.schedule import ensure_annual_schedule, ensure_sweep_schedule
 
 log = logging.getLogger("complaints.worker")
 
@@ -110,7 +113,7 @@ def compile_workflow_modules() -> None:
     worker's CPU in a burst of complaints (BENCHMARKS.md). Best effort: a read-only tree is
     left as it is (the Docker image compiles at build time).
     """
-    for module in (workflows, workflows.complaint, workflows.analysis, workflows.mailbox):
+    for module in (workflows, workflows.complaint, workflows.analysis, workflows.mailbox, workflows.retention):
         if module.__file__ and module.__file__.endswith(".py"):
             with contextlib.suppress(OSError, py_compile.PyCompileError):
                 py_compile.compile(module.__file__, cfile=importlib.util.cache_from_source(module.__file__),
@@ -130,8 +133,9 @@ def build_worker(client: Client, settings: Settings, pool: asyncpg.Pool, **optio
     mail = MailActivities(pool, settings, LetterTemplates())
     analysis = AnalysisActivities(pool, settings)
     mailbox = MailboxActivities(pool, settings, client)
+    retention = RetentionActivities(pool, settings, client)
     arguments: dict[str, object] = {
-        "workflows": [ComplaintWorkflow, AnnualAnalysisWorkflow, MailboxWorkflow],
+        "workflows": [ComplaintWorkflow, AnnualAnalysisWorkflow, MailboxWorkflow, RetentionSweepWorkflow],
         "workflow_runner": workflow_runner(),
         "activities": [
             calendar.plan_deadline,
@@ -147,6 +151,8 @@ def build_worker(client: Client, settings: Settings, pool: asyncpg.Pool, **optio
             analysis.compute_annual_report,
             analysis.store_annual_report,
             analysis.mail_annual_report,
+            retention.sweep_expired_dossiers,
+            retention.mail_sweep_report,
         ],
         **worker_options(settings),
     }
@@ -163,6 +169,8 @@ async def run(settings: Settings) -> None:
         log.info("registered search attributes: %s", ", ".join(added))
     await ensure_annual_schedule(client, settings.task_queue)
     log.info("schedule of the yearly analysis in place (15 January, 06:00 Europe/Amsterdam)")
+    await ensure_sweep_schedule(client, settings.task_queue)
+    log.info("schedule of the daily retention sweep in place (03:30 Europe/Amsterdam)")
     if settings.mailbox is not None:
         await ensure_mailbox_reader(client, settings)
         log.info("reading the mailbox %s (workflow %s)", settings.mailbox.where,

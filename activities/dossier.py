@@ -108,58 +108,61 @@ class DossierActivities:
 
     @activity.defn(name=PURGE_DOSSIER)
     async def purge_dossier(self, input: PurgeDossierInput) -> PurgeResult:
-        """Erase the personal data; keep the anonymous facts the yearly analysis needs.
+        """Erase the personal data; keep the anonymous facts the yearly analysis needs (:func:`erase`)."""
+        return await erase(self._pool, input.complaint_id, ERASURE_REASON)
 
-        One transaction erases the personal columns, the letters' recipients, bodies and
-        SMTP errors (which can quote the address), the history notes, the mails about it and their
-        attachments (bytes, sender, subject, file names), writes the erasure
-        record (what was erased and when, no personal data) and the ``purged`` event (without
-        a note: no event keeps one). A second purge finds the record and returns it, writing nothing.
-        """
-        cid, now = input.complaint_id, datetime.now(timezone.utc)
-        async with self._pool.acquire() as conn, conn.transaction():
-            held = await conn.fetchrow(
-                "SELECT " + ", ".join(f"{c} IS NOT NULL AS {c}" for c in PERSONAL_COLUMNS)
-                + " FROM complaints WHERE complaint_id = $1 FOR UPDATE", cid)
-            if held is None:  # no dossier: nothing to erase, nothing to record
-                return PurgeResult(purged_at=now, erased_at=now, reason=ERASURE_REASON)
-            done = await conn.fetchrow("SELECT * FROM erasures WHERE complaint_id = $1", cid)
-            if done is not None:
-                return _erasure(done)
-            erased_at = await conn.fetchval(
-                "UPDATE complaints SET " + ", ".join(f"{c} = NULL" for c in PERSONAL_COLUMNS) + ","
-                " phase = 'purged', purged_at = coalesce(purged_at, $2), updated_at = now()"
-                " WHERE complaint_id = $1 RETURNING purged_at", cid, now)
-            letters = _count(await conn.execute(
-                "UPDATE letters SET recipient = NULL, body = NULL, error = NULL WHERE complaint_id = $1"
-                " AND (recipient IS NOT NULL OR body IS NOT NULL OR error IS NOT NULL)", cid))
-            notes = _count(await conn.execute(
-                "UPDATE complaint_events SET note = NULL WHERE complaint_id = $1 AND note IS NOT NULL", cid))
-            mails = _count(await conn.execute(
-                "UPDATE mails SET raw = NULL, message_id = NULL, from_address = NULL, from_name = NULL,"
-                " subject = NULL WHERE complaint_id = $1 AND (raw IS NOT NULL OR message_id IS NOT NULL"
-                " OR from_address IS NOT NULL OR from_name IS NOT NULL OR subject IS NOT NULL)", cid))
-            attachments = _count(await conn.execute(
-                "UPDATE attachments SET filename = NULL, data = NULL WHERE complaint_id = $1"
-                " AND (filename IS NOT NULL OR data IS NOT NULL)", cid))
-            await conn.execute(
-                """
-                INSERT INTO complaint_events (complaint_id, sequence, at, action, actor, note)
-                SELECT $1, coalesce((SELECT max(sequence) FROM complaint_events WHERE complaint_id = $1), 0) + 1,
-                    $2, 'purged', 'system', NULL
-                WHERE NOT EXISTS (SELECT 1 FROM complaint_events WHERE complaint_id = $1 AND action = 'purged')
-                """,
-                cid, erased_at)
-            record = await conn.fetchrow(
-                "INSERT INTO erasures (complaint_id, erased_at, fields, letters_erased, notes_erased, reason,"
-                " mails_erased, attachments_erased) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
-                cid, erased_at, [c for c in PERSONAL_COLUMNS if held[c]], letters, notes, ERASURE_REASON,
-                mails, attachments)
-        activity.logger.info("personal data erased from the dossier",
-                             extra={"fields_erased": len(record["fields"]), "letters_erased": letters,
-                                    "notes_erased": notes, "mails_erased": mails,
-                                    "attachments_erased": attachments})
-        return _erasure(record)
+
+async def erase(pool: asyncpg.Pool, cid: str, reason: str) -> PurgeResult:
+    """Erase one complaint's personal data from the dossier, once.
+
+    One transaction erases the personal columns, the letters' recipients, bodies and SMTP errors
+    (which can quote the address), the history notes, the mails about it and their attachments
+    (bytes, sender, subject, file names), writes the erasure record (what was erased, when and why;
+    no personal data) and the ``purged`` event (without a note: no event keeps one). A second
+    erasure finds the record and returns it, writing nothing.
+    """
+    now = datetime.now(timezone.utc)
+    async with pool.acquire() as conn, conn.transaction():
+        held = await conn.fetchrow(
+            "SELECT " + ", ".join(f"{c} IS NOT NULL AS {c}" for c in PERSONAL_COLUMNS)
+            + " FROM complaints WHERE complaint_id = $1 FOR UPDATE", cid)
+        if held is None:  # no dossier: nothing to erase, nothing to record
+            return PurgeResult(purged_at=now, erased_at=now, reason=reason)
+        done = await conn.fetchrow("SELECT * FROM erasures WHERE complaint_id = $1", cid)
+        if done is not None:
+            return _erasure(done)
+        erased_at = await conn.fetchval(
+            "UPDATE complaints SET " + ", ".join(f"{c} = NULL" for c in PERSONAL_COLUMNS) + ","
+            " phase = 'purged', purged_at = coalesce(purged_at, $2), updated_at = now()"
+            " WHERE complaint_id = $1 RETURNING purged_at", cid, now)
+        letters = _count(await conn.execute(
+            "UPDATE letters SET recipient = NULL, body = NULL, error = NULL WHERE complaint_id = $1"
+            " AND (recipient IS NOT NULL OR body IS NOT NULL OR error IS NOT NULL)", cid))
+        notes = _count(await conn.execute(
+            "UPDATE complaint_events SET note = NULL WHERE complaint_id = $1 AND note IS NOT NULL", cid))
+        mails = _count(await conn.execute(
+            "UPDATE mails SET raw = NULL, message_id = NULL, from_address = NULL, from_name = NULL,"
+            " subject = NULL WHERE complaint_id = $1 AND (raw IS NOT NULL OR message_id IS NOT NULL"
+            " OR from_address IS NOT NULL OR from_name IS NOT NULL OR subject IS NOT NULL)", cid))
+        attachments = _count(await conn.execute(
+            "UPDATE attachments SET filename = NULL, data = NULL WHERE complaint_id = $1"
+            " AND (filename IS NOT NULL OR data IS NOT NULL)", cid))
+        await conn.execute(
+            """
+            INSERT INTO complaint_events (complaint_id, sequence, at, action, actor, note)
+            SELECT $1, coalesce((SELECT max(sequence) FROM complaint_events WHERE complaint_id = $1), 0) + 1,
+                $2, 'purged', 'system', NULL
+            WHERE NOT EXISTS (SELECT 1 FROM complaint_events WHERE complaint_id = $1 AND action = 'purged')
+            """,
+            cid, erased_at)
+        record = await conn.fetchrow(
+            "INSERT INTO erasures (complaint_id, erased_at, fields, letters_erased, notes_erased, reason,"
+            " mails_erased, attachments_erased) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
+            cid, erased_at, [c for c in PERSONAL_COLUMNS if held[c]], letters, notes, reason, mails, attachments)
+    activity.logger.info("personal data erased from the dossier",
+                         extra={"fields_erased": len(record["fields"]), "letters_erased": letters,
+                                "notes_erased": notes, "mails_erased": mails, "attachments_erased": attachments})
+    return _erasure(record)
 
 
 #: The dossier's columns that hold personal data, erased when the retention year ends.

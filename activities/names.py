@@ -17,3 +17,7 @@ LIST_NEW_MAIL = "list_new_mail"
 PROCESS_MAIL = "process_mail"
 QUARANTINE_MAIL = "quarantine_mail"
 SEND_MAILBOX_ALERT = "send_mailbox_alert"
+
+# The daily retention sweep (workflows/retention.py, activities/retention.py).
+SWEEP_EXPIRED_DOSSIERS = "sweep_expired_dossiers"
+MAIL_SWEEP_REPORT = "mail_sweep_report"

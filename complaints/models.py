@@ -806,4 +806,43 @@ class MailboxAlertInput(_Model):
     reason: str
 
 
+# ------------------------------------------------------------------ the daily retention sweep
+
+
+class RetentionSweepInput(_Model):
+    """Input of :class:`workflows.retention.RetentionSweepWorkflow` (the schedule gives none).
+
+    ``wait``: how long to wait before sweeping (tests skip a year this way).
+    """
+
+    wait_seconds: int = Field(default=0, ge=0)
+
+
+class SweepRunInput(_Model):
+    #: The moment the sweep judges retention against (``workflow.now()``).
+    as_of: AwareDatetime
+    #: The run that sweeps: a retried sweep finds its own record.
+    workflow_id: str
+    workflow_run_id: str
+
+
+class SweptDossier(_Model):
+    complaint_id: str
+    #: What became of its workflow ("terminated", "not found", ...): why the sweep had to erase it.
+    workflow: str
+
+
+class SweepResult(_Model):
+    sweep_id: int
+    as_of: AwareDatetime
+    #: Dossiers the sweep erased because their workflow could not.
+    erased: list[SweptDossier] = Field(default_factory=list)
+    #: Dossiers past their year whose workflow still runs: it erases them itself.
+    left_to_workflows: int = 0
+
+
+class MailSweepInput(_Model):
+    sweep_id: int
+
+
 ComplaintWorkflowInput.model_rebuild()

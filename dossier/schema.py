@@ -200,6 +200,22 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE annual_reports ADD COLUMN unknown_outcomes integer NOT NULL DEFAULT 0,
         ADD COLUMN claimed_until timestamptz, ADD COLUMN claimed_by text;
     """,
+    # 6: the daily retention sweep: each run, what it had to erase (complaint ids and why), mailed once
+    """
+    CREATE TABLE sweep_runs (
+        id                bigserial PRIMARY KEY,
+        as_of             timestamptz NOT NULL,
+        workflow_run_id   text NOT NULL UNIQUE,
+        erased            jsonb NOT NULL,
+        left_to_workflows integer NOT NULL,
+        message_id        text,
+        sent_at           timestamptz,
+        unknown_outcomes  integer NOT NULL DEFAULT 0,
+        claimed_until     timestamptz,
+        claimed_by        text
+    );
+    CREATE INDEX complaints_retention ON complaints (purge_on) WHERE purged_at IS NULL;
+    """,
 )
 
 _LOCK_KEY = 0x4C55_434F  # "LUCO": one migrator at a time across workers
