@@ -28,18 +28,21 @@ class DossierActivities:
     @activity.defn(name=OPEN_DOSSIER)
     async def open_dossier(self, input: OpenDossierInput) -> None:
         s, c = input.submission, input.submission.complainant
-        status = await self._pool.execute(
-            """
-            INSERT INTO complaints (complaint_id, channel, route, role, product, submitted_on,
-                received_at, phase, complainant_name, complainant_organisation, complainant_email,
-                complainant_phone, reference, description, motivation)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-            ON CONFLICT (complaint_id) DO NOTHING
-            """,
-            input.complaint_id, s.channel.value, s.route.value, c.role.value, s.product,
-            s.submitted_on, s.received_at, s.route.value, c.name, c.organisation, str(c.email),
-            c.phone, s.reference, s.description, s.motivation,
-        )
+        async with self._pool.acquire() as conn, conn.transaction():
+            if input.instance is not None:
+                await _set_aside_earlier(conn, input.complaint_id, input.instance)
+            status = await conn.execute(
+                """
+                INSERT INTO complaints (complaint_id, channel, route, role, product, submitted_on,
+                    received_at, phase, complainant_name, complainant_organisation, complainant_email,
+                    complainant_phone, reference, description, motivation, instance)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+                ON CONFLICT (complaint_id) DO NOTHING
+                """,
+                input.complaint_id, s.channel.value, s.route.value, c.role.value, s.product,
+                s.submitted_on, s.received_at, s.route.value, c.name, c.organisation, str(c.email),
+                c.phone, s.reference, s.description, s.motivation, input.instance,
+            )
         if _count(status):
             activity.logger.info("dossier opened", extra={"route": s.route.value})
 
@@ -63,8 +66,9 @@ class DossierActivities:
                     complainant_organisation = coalesce($24, complainant_organisation),
                     complainant_phone = coalesce($25, complainant_phone),
                     motivation = coalesce($26, motivation),
-                    state_version = $20, updated_at = now()
+                    state_version = $20, updated_at = now(), instance = coalesce(instance, $27)
                 WHERE complaint_id = $1 AND state_version < $20 AND purged_at IS NULL
+                    AND ($27::text IS NULL OR instance IS NULL OR instance = $27)
                 """,
                 v.complaint_id, v.formal_received_at, v.phase.value,
                 v.outcome.value if v.outcome else None, v.calendar,
@@ -78,7 +82,11 @@ class DossierActivities:
                 facts.contact_email if facts.includes_personal_data else None, v.product,
                 *((c.organisation, c.phone, c.motivation) if (c := facts.contents) and facts.includes_personal_data
                   else (None, None, None)),
+                facts.instance,
             )
+            if not _count(status) and not await _ours(conn, v.complaint_id, facts.instance):
+                activity.logger.warning("dossier rows of this id belong to another complaint; not written")
+                return
             await conn.executemany(
                 """
                 INSERT INTO complaint_events (complaint_id, sequence, at, action, actor, note)
@@ -109,23 +117,25 @@ class DossierActivities:
     @activity.defn(name=PURGE_DOSSIER)
     async def purge_dossier(self, input: PurgeDossierInput) -> PurgeResult:
         """Erase the personal data; keep the anonymous facts the yearly analysis needs (:func:`erase`)."""
-        return await erase(self._pool, input.complaint_id, ERASURE_REASON)
+        return await erase(self._pool, input.complaint_id, ERASURE_REASON, input.instance)
 
 
-async def erase(pool: asyncpg.Pool, cid: str, reason: str) -> PurgeResult:
+async def erase(pool: asyncpg.Pool, cid: str, reason: str, instance: str | None = None) -> PurgeResult:
     """Erase one complaint's personal data from the dossier, once.
 
     One transaction erases the personal columns, the letters' recipients, bodies and SMTP errors
     (which can quote the address), the history notes, the mails about it and their attachments
     (bytes, sender, subject, file names), writes the erasure record (what was erased, when and why;
     no personal data) and the ``purged`` event (without a note: no event keeps one). A second
-    erasure finds the record and returns it, writing nothing.
+    erasure finds the record and returns it, writing nothing. With ``instance``, only that complaint's
+    rows are erased (see :func:`_set_aside_earlier`).
     """
     now = datetime.now(timezone.utc)
     async with pool.acquire() as conn, conn.transaction():
         held = await conn.fetchrow(
             "SELECT " + ", ".join(f"{c} IS NOT NULL AS {c}" for c in PERSONAL_COLUMNS)
-            + " FROM complaints WHERE complaint_id = $1 FOR UPDATE", cid)
+            + " FROM complaints WHERE complaint_id = $1 AND ($2::text IS NULL OR instance IS NULL OR instance = $2)"
+            " FOR UPDATE", cid, instance)
         if held is None:  # no dossier: nothing to erase, nothing to record
             return PurgeResult(purged_at=now, erased_at=now, reason=reason)
         done = await conn.fetchrow("SELECT * FROM erasures WHERE complaint_id = $1", cid)
@@ -163,6 +173,33 @@ async def erase(pool: asyncpg.Pool, cid: str, reason: str) -> PurgeResult:
                          extra={"fields_erased": len(record["fields"]), "letters_erased": letters,
                                 "notes_erased": notes, "mails_erased": mails, "attachments_erased": attachments})
     return _erasure(record)
+
+
+async def _set_aside_earlier(conn: asyncpg.Connection, cid: str, instance: str) -> None:
+    """Give an earlier complaint's rows under this id a name of their own, ``<id>~<n>``.
+
+    Temporal refuses a second workflow with a running one's id, so an id is used again only when the
+    earlier complaint's history is gone (the namespace's retention deleted it, the dossier moved to
+    another cluster). Its dossier row, letters, alerts, events, measures, erasure record, mails and
+    attachments then move together to ``<id>~<n>`` (n: the how-manieth complaint of this id), so the new
+    complaint opens a dossier of its own and gets its own letters. Not yet erased rows are erased by
+    the daily sweep when their year ends (their workflow is not found).
+    """
+    held = await conn.fetchrow("SELECT instance FROM complaints WHERE complaint_id = $1 FOR UPDATE", cid)
+    if held is None or held["instance"] == instance:
+        return
+    earlier = await conn.fetchval("SELECT count(*) FROM complaints WHERE complaint_id LIKE $1", cid + "~%")
+    aside = f"{cid}~{earlier + 1}"
+    await conn.execute("UPDATE complaints SET complaint_id = $2 WHERE complaint_id = $1", cid, aside)  # cascades
+    await conn.execute("UPDATE mails SET complaint_id = $2 WHERE complaint_id = $1", cid, aside)
+    await conn.execute("UPDATE attachments SET complaint_id = $2 WHERE complaint_id = $1", cid, aside)
+    activity.logger.warning("an earlier complaint's dossier under this id set aside", extra={"set_aside_as": aside})
+
+
+async def _ours(conn: asyncpg.Connection, cid: str, instance: str | None) -> bool:
+    """Whether the rows under this id are this complaint's (or from before complaints had instances)."""
+    held = await conn.fetchval("SELECT instance FROM complaints WHERE complaint_id = $1", cid)
+    return instance is None or held is None or held == instance
 
 
 #: The dossier's columns that hold personal data, erased when the retention year ends.

@@ -54,7 +54,8 @@ class MailActivities:
                 INSERT INTO letters (complaint_id, kind, sequence, message_id, status, recipient, subject, body)
                 VALUES ($1, $2, $3, $4, 'sending', $5, $6, $7) ON CONFLICT DO NOTHING
                 """,
-                *key, message_id(*key, self._sender.domain), letter.recipient.email, rendered.subject, rendered.body)
+                *key, message_id(*key, self._sender.domain, letter.instance), letter.recipient.email,
+                rendered.subject, rendered.body)
             stored = await conn.fetchrow(f"SELECT message_id, recipient FROM letters WHERE {row.where}", *key)
         msg_id, to = stored["message_id"], stored["recipient"] or letter.recipient.email
         fields = {"kind": letter.kind.value, "sequence": letter.sequence, "message_id": msg_id}
@@ -94,7 +95,7 @@ class MailActivities:
                 RETURNING message_id
                 """,
                 *key, alert.deadline, message_id(alert.complaint_id, "alert-" + alert.kind.value, alert.sequence,
-                                                 self._sender.domain))
+                                                 self._sender.domain, alert.instance))
         sent_at, _ = await self._outbox.send(row, lambda: self._sender.compose(
             to=self._settings.director_email, to_name=None, rendered=render_alert(alert), msg_id=msg_id,
             headers={"X-Complaint-Id": alert.complaint_id, "X-Alert-Kind": alert.kind.value,

@@ -33,7 +33,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.names import LIST_NEW_MAIL, PROCESS_MAIL, QUARANTINE_MAIL
 from complaints.calendar import local_date
 from complaints.ids import PATTERN as COMPLAINT_ID
-from complaints.ids import complaint_id_for_reference, sender_hash
+from complaints.ids import complaint_id_for_reference, instance_token, sender_hash
 from complaints.models import (
     MAX_LINE,
     MAX_TEXT,
@@ -95,8 +95,9 @@ class MailboxActivities:
         self._client = client
         self._own_address = parseaddr(settings.mail_from)[1].lower()
         domain = self._own_address.rpartition("@")[2] or "level-up.nl"
-        #: Our letters' Message-IDs: <complaint-<16 hex>.<kind>.<n>@<domain> (activities/mail.py).
-        self._our_letter = re.compile(rf"<({COMPLAINT_ID.pattern})\.([a-z-]+)\.\d+@{re.escape(domain)}>", re.IGNORECASE)
+        #: Our letters' Message-IDs: <complaint-<16 hex>.<kind>.<n>[.<instance>]@<domain> (outbox.message_id).
+        self._our_letter = re.compile(rf"<({COMPLAINT_ID.pattern})\.([a-z-]+)\.\d+(?:\.([0-9a-f]{{12}}))?"
+                                      rf"@{re.escape(domain)}>", re.IGNORECASE)
 
     @property
     def _mailbox(self) -> MailboxSettings:
@@ -203,30 +204,39 @@ class MailboxActivities:
             for message_id in mail.bounce.message_ids:
                 ours = self._our_letter.fullmatch(message_id)
                 if ours and ours.group(2) in LetterKind._value2member_map_ and \
-                        await self._running(ours.group(1).lower()):
+                        await self._running(ours.group(1).lower(), ours.group(3)):
                     letter = message_id if mail.bounce.permanent else None
                     return Target(ours.group(1).lower(), MessageKind.BOUNCE, letter)
             return None
         kind = MessageKind.AUTO_REPLY if mail.automatic else MessageKind.REPLY
-        candidates: list[str] = []
+        candidates: list[tuple[str, str | None]] = []
         for reference in mail.references:
             ours = self._our_letter.fullmatch(reference)
-            candidates.append(ours.group(1).lower() if ours else complaint_id_for_reference(reference))
-        candidates += [m.lower() for m in COMPLAINT_ID.findall(mail.subject)]
-        for complaint_id in dict.fromkeys(candidates):
-            if await self._running(complaint_id):
+            candidates.append((ours.group(1).lower(), ours.group(3)) if ours
+                              else (complaint_id_for_reference(reference), None))
+        candidates += [(m.lower(), None) for m in COMPLAINT_ID.findall(mail.subject)]
+        # Our letter's Message-ID says which complaint of its id it was; the subject's number and the
+        # complainant's first mail do not: for an id whose letter this mail answers, only that letter counts.
+        answered = {complaint_id for complaint_id, instance in candidates if instance}
+        candidates = [(c, i) for c, i in candidates if i or c not in answered]
+        for complaint_id, instance in dict.fromkeys(candidates):
+            if await self._running(complaint_id, instance):
                 return Target(complaint_id, kind)
         return None
 
-    async def _running(self, complaint_id: str) -> bool:
+    async def _running(self, complaint_id: str, instance: str | None = None) -> bool:
         """Whether the complaint's workflow runs (closed complaints wait out their year running; after the
-        purge it has completed, and mail about it is new mail)."""
+        purge it has completed, and mail about it is new mail); with ``instance`` (from our letter's
+        Message-ID), whether it is that complaint and not a later one that was given the same id."""
         try:
             description = await self._client.get_workflow_handle(complaint_id).describe()
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
                 return False
             raise _unavailable("Temporal", err) from None
+        first_run = description.raw_description.workflow_execution_info.first_run_id
+        if instance is not None and first_run and instance_token(first_run) != instance.lower():
+            return False
         return description.status in _RUNNING
 
     async def _hand_over(self, mail: ReadMail, info: MailInfo, input: ProcessMailInput, target: Target) -> bool:

@@ -37,6 +37,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.letters import Rendered
+from complaints.ids import instance_token
 from infra import metrics
 from infra.config import Settings
 
@@ -78,8 +79,11 @@ class OutcomeUnknown(Exception):
     """The message was handed over (DATA) but the server's answer never came."""
 
 
-def message_id(complaint_id: str, kind: str, sequence: int, domain: str) -> str:
-    return f"<{complaint_id}.{kind}.{sequence}@{domain}>"
+def message_id(complaint_id: str, kind: str, sequence: int, domain: str, instance: str | None = None) -> str:
+    """``<complaint-….<kind>.<n>[.<instance token>]@domain>``: which complaint, which message, and which
+    complaint of that id (:func:`complaints.ids.instance_token`; none for a complaint started before)."""
+    token = f".{instance_token(instance)}" if instance else ""
+    return f"<{complaint_id}.{kind}.{sequence}{token}@{domain}>"
 
 
 #: A display name the email package cannot carry as typed: a control character, or RFC 2047

@@ -52,3 +52,10 @@ def fingerprint(submission: ComplaintSubmission) -> str:
     submissions with one reference are the same complaint only if their fingerprints are equal."""
     content = submission.model_dump(mode="json", exclude={"reference", "received_at"})
     return hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def instance_token(first_run_id: str) -> str:
+    """Which complaint of an id, as our letters' Message-IDs say it: a short hash of its workflow's first
+    run id. An id is used again only when an earlier complaint's history is gone (Temporal's retention,
+    another cluster); its letters and the new complaint's then never share a Message-ID."""
+    return hashlib.sha256(first_run_id.encode("utf-8")).hexdigest()[:12]

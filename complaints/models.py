@@ -576,6 +576,9 @@ class PlannedDeadline(_Model):
 class OpenDossierInput(_Model):
     complaint_id: str
     submission: ComplaintSubmission
+    #: Which complaint of this id: its workflow's first run id (the id may be used again once an erased
+    #: complaint's history is gone; each keeps its own dossier rows and letters). None: before this existed.
+    instance: str | None = None
 
 
 class DossierFacts(_Model):
@@ -589,6 +592,8 @@ class DossierFacts(_Model):
     contents: Contents | None = None
     #: False for a retention run: its view is anonymous, so personal columns are left alone.
     includes_personal_data: bool = True
+    #: As in :class:`OpenDossierInput`.
+    instance: str | None = None
 
 
 class Recipient(_Model):
@@ -598,6 +603,8 @@ class Recipient(_Model):
 
 class SendLetterInput(_Model):
     complaint_id: str
+    #: As in :class:`OpenDossierInput`; part of the letter's Message-ID.
+    instance: str | None = None
     kind: LetterKind
     sequence: int
     recipient: Recipient
@@ -629,6 +636,8 @@ class LetterSent(_Model):
 
 class SendAlertInput(_Model):
     complaint_id: str
+    #: As in :class:`OpenDossierInput`; part of the alert's Message-ID.
+    instance: str | None = None
     kind: AlertKind
     sequence: int
     product: str | None
@@ -644,6 +653,8 @@ class AlertSent(_Model):
 
 class PurgeDossierInput(_Model):
     complaint_id: str
+    #: As in :class:`OpenDossierInput`.
+    instance: str | None = None
 
 
 class PurgeResult(_Model):

@@ -216,6 +216,22 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX complaints_retention ON complaints (purge_on) WHERE purged_at IS NULL;
     """,
+    # 7: which complaint of an id (its workflow's first run id): an id used again after an erased complaint's
+    # history is gone gets rows of its own; the earlier complaint's rows are set aside as <id>~<n>
+    """
+    ALTER TABLE complaints ADD COLUMN instance text;
+    ALTER TABLE letters DROP CONSTRAINT letters_complaint_id_fkey,
+        ADD CONSTRAINT letters_complaint_id_fkey FOREIGN KEY (complaint_id) REFERENCES complaints ON UPDATE CASCADE;
+    ALTER TABLE alerts DROP CONSTRAINT alerts_complaint_id_fkey,
+        ADD CONSTRAINT alerts_complaint_id_fkey FOREIGN KEY (complaint_id) REFERENCES complaints ON UPDATE CASCADE;
+    ALTER TABLE complaint_events DROP CONSTRAINT complaint_events_complaint_id_fkey,
+        ADD CONSTRAINT complaint_events_complaint_id_fkey FOREIGN KEY (complaint_id) REFERENCES complaints
+            ON UPDATE CASCADE;
+    ALTER TABLE measures DROP CONSTRAINT measures_complaint_id_fkey,
+        ADD CONSTRAINT measures_complaint_id_fkey FOREIGN KEY (complaint_id) REFERENCES complaints ON UPDATE CASCADE;
+    ALTER TABLE erasures DROP CONSTRAINT erasures_complaint_id_fkey,
+        ADD CONSTRAINT erasures_complaint_id_fkey FOREIGN KEY (complaint_id) REFERENCES complaints ON UPDATE CASCADE;
+    """,
 )
 
 _LOCK_KEY = 0x4C55_434F  # "LUCO": one migrator at a time across workers

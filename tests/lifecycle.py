@@ -24,7 +24,9 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import holidays
 import pytest
+from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
@@ -113,6 +115,26 @@ async def workflow_exists(client: Client, complaint_id: str) -> bool:
         if err.status == RPCStatusCode.NOT_FOUND:
             return False
         raise
+
+
+async def forget_history(client: Client, complaint_id: str) -> str:
+    """Delete every run of the complaint's workflow, as the namespace's retention does once it has
+    completed; returns the first run id it had."""
+    description = await client.get_workflow_handle(complaint_id).describe()
+    first_run = description.raw_description.workflow_execution_info.first_run_id
+
+    async def gone() -> bool:
+        try:
+            run = (await client.get_workflow_handle(complaint_id).describe()).run_id
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return True
+            raise
+        await client.workflow_service.delete_workflow_execution(DeleteWorkflowExecutionRequest(
+            namespace=client.namespace, workflow_execution=WorkflowExecution(workflow_id=complaint_id, run_id=run)))
+        return False
+    await eventually(gone, timeout=60, interval=0.5, what="the history deleted")
+    return first_run
 
 
 async def status(handle: WorkflowHandle) -> ComplaintView:

@@ -12,6 +12,7 @@ from complaints import search_attributes as sa
 from complaints.ids import complaint_id_for_reference
 from complaints.models import (
     AlertKind,
+    ComplaintSubmission,
     CorrectContactInput,
     DecideInput,
     DisagreeInput,
@@ -23,9 +24,11 @@ from complaints.models import (
     WithdrawInput,
 )
 from intake.mail import read_mail
+from starter import submit_complaint
 from tests.cli import cli_env, run_cli
-from tests.lifecycle import alerts, eventually, history_length, settled_history_length, wait_alert, wait_letter, \
-    wait_view
+from tests.factories import complaint_json
+from tests.lifecycle import alerts, eventually, forget_history, history_length, settled_history_length, wait_alert, \
+    wait_letter, wait_view
 from tests.mailbox_rig import Rig, corpus
 from workflows.complaint import ComplaintWorkflow
 
@@ -83,7 +86,7 @@ async def test_round_trip_reply_with_missing_fields_out_of_office_decision_and_d
             by=STAFF, outcome=Outcome.REJECTED, motivation="De training is gegeven zoals afgesproken."))
         [decision] = await wait_letter(mail, handle, LetterKind.DECISION)
         assert decision["In-Reply-To"] == first_id
-        assert decision["References"].split() == [first_id, str(acknowledgement["Message-ID"])]
+        assert decision["References"].split() == [first_id, str(acknowledgement["Message-ID"]).strip()]
         assert decision["Auto-Submitted"] is None  # a person decided: not an automatic letter
         rig.deliver(_reply("reply-disagree.eml", decision, complaint_id))
         [_, disagreeing] = await wait_alert(mail, handle, AlertKind.MESSAGE_RECEIVED, count=2)
@@ -189,3 +192,40 @@ async def _new_run(client, complaint_id: str, first_run: str) -> bool:
 
 async def _completed(handle) -> bool:
     return (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
+
+
+async def test_a_reply_to_an_erased_complaints_letter_never_reaches_a_later_complaint_with_its_id(
+        env, client, settings, pool, mail, imap):
+    """The id is used again after the erased complaint's history is gone (an intake service resubmits its
+    reference): a late reply to the old acknowledgement is new mail, a reply to the new one reaches it."""
+    rig = Rig(imap, settings)
+    first = corpus("outlook-html-winmail.eml")
+    rig.deliver(first)
+    async with rig.reading(client, pool):
+        reference = read_mail(first).message_id
+        handle = client.get_workflow_handle(complaint_id_for_reference(reference))
+        [old_acknowledgement] = await wait_letter(mail, handle, LetterKind.ACKNOWLEDGEMENT)
+        await handle.execute_update(ComplaintWorkflow.withdraw, WithdrawInput(by=STAFF, reason="Ingetrokken."))
+        await wait_letter(mail, handle, LetterKind.WITHDRAWAL)
+        first_run = (await handle.describe()).run_id
+        await eventually(lambda: _new_run(client, handle.id, first_run), what="the retention run")
+        await env.fast_forward(handle, timedelta(days=370))
+        await eventually(lambda: _completed(handle), what="the purge")
+        await forget_history(client, handle.id)
+
+        submission = ComplaintSubmission.model_validate(complaint_json(reference=reference))
+        again = await submit_complaint(client, submission, task_queue=rig.settings.task_queue)
+        assert (again.complaint_id, again.created) == (handle.id, True)
+        [_, new_acknowledgement] = await wait_letter(mail, handle, LetterKind.ACKNOWLEDGEMENT, count=2)
+
+        sender = "M.Bakker@vanderlinden-techniek.nl"
+        late = _reply("reply-disagree.eml", old_acknowledgement, handle.id, COMPLAINANT=sender)
+        rig.deliver(late)
+        elsewhere = client.get_workflow_handle(complaint_id_for_reference(read_mail(late).message_id))
+        await wait_letter(mail, elsewhere, LetterKind.ACKNOWLEDGEMENT)
+        assert elsewhere.id != handle.id
+        assert (await handle.query(ComplaintWorkflow.status)).messages == []
+
+        rig.deliver(_reply("reply-disagree.eml", new_acknowledgement, handle.id, COMPLAINANT="jan.devries@example.nl"))
+        view = await wait_view(handle, lambda v: len(v.messages) == 1, "the reply to the new acknowledgement")
+        assert view.messages[0].kind is MessageKind.REPLY and view.messages[0].from_complainant

@@ -10,6 +10,7 @@ from temporalio.exceptions import ApplicationError
 
 from complaints.models import (
     ComplaintResult,
+    ComplaintSubmission,
     ConsequencesPickedUpInput,
     DecideInput,
     DisagreeInput,
@@ -30,6 +31,7 @@ from tests.lifecycle import (
     dossier,
     dossier_events,
     eventually,
+    forget_history,
     history_length,
     engage,
     give_verdict,
@@ -43,6 +45,8 @@ from tests.lifecycle import (
     wait_dossier,
     wait_letter,
 )
+from starter import submit_complaint
+from tests.factories import complaint_json
 from workflows.complaint import ComplaintWorkflow
 
 PRODUCT = "Training Agile"
@@ -214,3 +218,46 @@ async def test_no_measure_is_taken_while_the_personal_data_is_being_erased(
     events = await dossier_events(pool, handle)
     assert [e["note"] for e in events] == [None] * len(events)
     assert await pool.fetchval("SELECT count(*) FROM measures WHERE complaint_id = $1", handle.id) == 0
+
+
+async def test_an_id_used_again_after_the_erased_complaint_is_forgotten_gets_its_own_dossier_and_letters(
+        env, client, settings, worker, mail, pool):
+    """Temporal's retention deletes a completed complaint's history; the same reference arrives again (an
+    intake service resubmits it): the new complaint gets a dossier row, letters and an acknowledgement of
+    its own, and the erased complaint's rows stay as they were, set aside under <id>~1."""
+    submission = ComplaintSubmission.model_validate(complaint_json())
+    first = await submit_complaint(client, submission, task_queue=settings.task_queue)
+    handle = client.get_workflow_handle_for(ComplaintWorkflow.run, first.complaint_id)
+    await started(handle)
+    [old_acknowledgement] = await wait_letter(mail, handle, LetterKind.ACKNOWLEDGEMENT)
+    view = await handle.execute_update(ComplaintWorkflow.withdraw, WithdrawInput(by=STAFF, reason="Ingetrokken."))
+    await wait_letter(mail, handle, LetterKind.WITHDRAWAL)
+    await advance_to(env, handle, view.deadlines.purge_on)
+    await handle.result()
+    old_run = await forget_history(client, handle.id)
+
+    again = await submit_complaint(client, submission, task_queue=settings.task_queue)
+    assert (again.complaint_id, again.created, again.conflict) == (first.complaint_id, True, False)
+    await started(handle)
+    [_, new_acknowledgement] = await wait_letter(mail, handle, LetterKind.ACKNOWLEDGEMENT, count=2)
+    assert new_acknowledgement["Message-ID"] != old_acknowledgement["Message-ID"]
+    assert new_acknowledgement["To"] == "Jan de Vries <jan.devries@example.nl>"
+
+    row = await wait_dossier(pool, handle, complainant_name="Jan de Vries", purged_at=None)
+    assert row["purged_at"] is None and row["phase"] == "formal" and row["description"] is not None
+    new_run = (await handle.describe()).raw_description.workflow_execution_info.first_run_id
+    assert row["instance"] == new_run != old_run
+    letters = await pool.fetch("SELECT kind, status, message_id FROM letters WHERE complaint_id = $1", handle.id)
+    assert [(r["kind"], r["status"], r["message_id"]) for r in letters] == [
+        ("acknowledgement", "sent", new_acknowledgement["Message-ID"].strip())]
+    assert await pool.fetchval("SELECT count(*) FROM erasures WHERE complaint_id = $1", handle.id) == 0
+
+    # The erased complaint keeps its anonymous facts, its letters' rows and its erasure record, apart.
+    earlier = await pool.fetchrow("SELECT * FROM complaints WHERE complaint_id = $1", f"{handle.id}~1")
+    assert earlier["instance"] == old_run and earlier["phase"] == "purged" and earlier["outcome"] == "withdrawn"
+    assert earlier["complainant_name"] is None and earlier["purged_at"] is not None
+    kinds = await pool.fetch("SELECT kind, message_id FROM letters WHERE complaint_id = $1 ORDER BY kind",
+                             f"{handle.id}~1")
+    assert [(r["kind"], r["message_id"]) for r in kinds][0] == (
+        "acknowledgement", old_acknowledgement["Message-ID"].strip())
+    assert await pool.fetchval("SELECT count(*) FROM erasures WHERE complaint_id = $1", f"{handle.id}~1") == 1

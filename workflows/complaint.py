@@ -171,6 +171,8 @@ class ComplaintWorkflow:
         #: Letters that went out, by Message-ID, so that a bounce can be sent again after correct-contact.
         self._sent: dict[str, SendLetterInput] = {}
         self._submission = input.submission
+        #: Which complaint of this id (an id can be used again once an erased complaint's history is gone).
+        self._instance = workflow.info().first_execution_run_id
         if input.retained is not None:  # the retention run of a closed complaint
             self._view = input.retained.view
             self._version = self._dossier_synced = input.retained.dossier_version
@@ -204,7 +206,8 @@ class ComplaintWorkflow:
             self._count(metrics.OPENED, route=route)
             await self._dossier_activity(
                 OPEN_DOSSIER,
-                OpenDossierInput(complaint_id=self._view.complaint_id, submission=input.submission),
+                OpenDossierInput(complaint_id=self._view.complaint_id, submission=input.submission,
+                                 instance=self._instance),
                 "open the dossier",
             )
         background = [asyncio.create_task(self._post_room(self._mail)), asyncio.create_task(self._archivist())]
@@ -358,7 +361,7 @@ class ComplaintWorkflow:
         await self._follow_deadlines(Phase.CLOSED, self._closed_deadlines, until_due=True)
         await workflow.wait_condition(lambda: workflow.all_handlers_finished() and self._idle())
         purged = await self._dossier_activity(
-            PURGE_DOSSIER, PurgeDossierInput(complaint_id=self._view.complaint_id),
+            PURGE_DOSSIER, PurgeDossierInput(complaint_id=self._view.complaint_id, instance=self._instance),
             "erase personal data from the dossier", result_type=PurgeResult)
         self._view = anonymous(self._view)
         self._view.phase = Phase.PURGED
@@ -779,7 +782,7 @@ class ComplaintWorkflow:
             else None
         earlier = [letter.message_id for letter in self._view.letters if letter.message_id]
         self._mail.append(SendLetterInput(
-            complaint_id=self._view.complaint_id, kind=kind, sequence=sequence,
+            complaint_id=self._view.complaint_id, instance=self._instance, kind=kind, sequence=sequence,
             recipient=Recipient(name=s.complainant.name, email=str(s.complainant.email)),
             product=s.product, submitted_on=s.submitted_on,
             received_at=self._view.formal_received_at or self._view.received_at,
@@ -804,7 +807,7 @@ class ComplaintWorkflow:
         self._view.alerts.append(AlertRecord(kind=kind, at=workflow.now(), sequence=sequence, deadline=deadline))
         self._record(f"alert {kind.value}", "system")
         (self._alerts_out if self._separate_alerts else self._mail).append(SendAlertInput(
-            complaint_id=self._view.complaint_id, kind=kind, sequence=sequence,
+            complaint_id=self._view.complaint_id, instance=self._instance, kind=kind, sequence=sequence,
             product=self._view.product, phase=self._view.phase, deadline=deadline))
 
     async def _post_room(self, queue: list[SendLetterInput | SendAlertInput]) -> None:
@@ -913,7 +916,8 @@ class ComplaintWorkflow:
                 UPDATE_DOSSIER,
                 DossierFacts(version=version, view=self._snapshot(), contents=self._contents(),
                              includes_personal_data=self._submission is not None,
-                             contact_email=str(self._submission.complainant.email) if self._submission else None),
+                             contact_email=str(self._submission.complainant.email) if self._submission else None,
+                             instance=self._instance),
                 "update the dossier")
             self._dossier_synced = version
 
