@@ -143,6 +143,8 @@ def build_worker(client: Client, settings: Settings, pool: asyncpg.Pool, **optio
             dossier.update_dossier,
             dossier.purge_dossier,
             mail.send_letter,
+            mail.stage_letters,
+            mail.send_stored_letter,
             mail.send_alert,
             mail.send_mailbox_alert,
             mailbox.list_new_mail,

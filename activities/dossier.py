@@ -79,7 +79,7 @@ class DossierActivities:
                 v.phase is Phase.MEDIATION or v.mediator is not None, v.mediator,
                 v.verdict.at if v.verdict else None, v.verdict.summary if v.verdict else None,
                 d.consequences_by, v.closed_at, d.purge_on, facts.version, facts.includes_personal_data,
-                facts.contact_email if facts.includes_personal_data else None, v.product,
+                facts.contact_email, v.product,
                 *((c.organisation, c.phone, c.motivation) if (c := facts.contents) and facts.includes_personal_data
                   else (None, None, None)),
                 facts.instance,
@@ -146,8 +146,8 @@ async def erase(pool: asyncpg.Pool, cid: str, reason: str, instance: str | None 
             " phase = 'purged', purged_at = coalesce(purged_at, $2), updated_at = now()"
             " WHERE complaint_id = $1 RETURNING purged_at", cid, now)
         letters = _count(await conn.execute(
-            "UPDATE letters SET recipient = NULL, body = NULL, error = NULL WHERE complaint_id = $1"
-            " AND (recipient IS NOT NULL OR body IS NOT NULL OR error IS NOT NULL)", cid))
+            "UPDATE letters SET recipient = NULL, body = NULL, error = NULL, envelope = NULL WHERE complaint_id = $1"
+            " AND (recipient IS NOT NULL OR body IS NOT NULL OR error IS NOT NULL OR envelope IS NOT NULL)", cid))
         notes = _count(await conn.execute(
             "UPDATE complaint_events SET note = NULL WHERE complaint_id = $1 AND note IS NOT NULL", cid))
         mails = _count(await conn.execute(

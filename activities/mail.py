@@ -7,19 +7,39 @@ in the dossier when it is first attempted; a retry uses the recorded one.
 from __future__ import annotations
 
 import hashlib
+import json
 
 import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.letters import LetterTemplates, render_alert, render_mailbox_alert
-from activities.names import SEND_ALERT, SEND_LETTER, SEND_MAILBOX_ALERT
-from activities.outbox import UNCERTAIN, MailRefused, Outbox, Row, SmtpSender, message_id
-from complaints.models import AlertSent, LetterSent, MailboxAlertInput, SendAlertInput, SendLetterInput
+from activities.letters import LetterTemplates, Rendered, render_alert, render_mailbox_alert
+from activities.names import (
+    LETTER_ERASED,
+    SEND_ALERT,
+    SEND_LETTER,
+    SEND_MAILBOX_ALERT,
+    SEND_STORED_LETTER,
+    STAGE_LETTERS,
+    UNCERTAIN,
+)
+from activities.outbox import MailRefused, Outbox, Row, SmtpSender, message_id
+from complaints.models import (
+    AlertSent,
+    LetterSent,
+    MailboxAlertInput,
+    SendAlertInput,
+    SendLetterInput,
+    StageLettersInput,
+    StoredLetterInput,
+)
 from infra import metrics
 from infra.config import Settings
 
 __all__ = ["MailActivities", "SmtpSender", "letter_headers", "message_id"]
+
+#: A letter's row in the dossier.
+_LETTER = "complaint_id = $1 AND kind = $2 AND sequence = $3"
 
 
 def letter_headers(letter: SendLetterInput) -> dict[str, str]:
@@ -46,37 +66,87 @@ class MailActivities:
     @activity.defn(name=SEND_LETTER)
     async def send_letter(self, letter: SendLetterInput) -> LetterSent:
         key = (letter.complaint_id, letter.kind.value, letter.sequence)
-        row = Row("letters", "complaint_id = $1 AND kind = $2 AND sequence = $3", key)
         rendered = self._templates.render(letter)
         async with self._pool.acquire() as conn:
-            await conn.execute(
+            await self._stage(conn, letter, rendered)
+            stored = await conn.fetchrow(f"SELECT message_id, recipient FROM letters WHERE {_LETTER}", *key)
+        return await self._deliver(key, stored["message_id"], stored["recipient"] or letter.recipient.email,
+                                   letter.recipient.name, rendered, letter_headers(letter))
+
+    @activity.defn(name=STAGE_LETTERS)
+    async def stage_letters(self, input: StageLettersInput) -> None:
+        """Write letters to the dossier as they would be sent, without sending them (the retention run of
+        a complaint that closed while the mail server was failing sends them: :meth:`send_stored_letter`)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            for letter in input.letters:
+                await self._stage(conn, letter, self._templates.render(letter))
+        activity.logger.info("letters kept in the dossier to be sent later", extra={"letters": len(input.letters)})
+
+    @activity.defn(name=SEND_STORED_LETTER)
+    async def send_stored_letter(self, letter: StoredLetterInput) -> LetterSent:
+        """Send a letter from its row in the dossier; with ``copy_of``, first copy that row to a new one
+        addressed to ``to`` or to the dossier's current address (a letter sent again after a bounce)."""
+        key = (letter.complaint_id, letter.kind.value, letter.sequence)
+        if letter.copy_of is not None:
+            await self._pool.execute(
                 """
-                INSERT INTO letters (complaint_id, kind, sequence, message_id, status, recipient, subject, body)
-                VALUES ($1, $2, $3, $4, 'sending', $5, $6, $7) ON CONFLICT DO NOTHING
+                INSERT INTO letters (complaint_id, kind, sequence, message_id, status, recipient, subject, body,
+                    envelope)
+                SELECT l.complaint_id, l.kind, $3, $4, 'sending', coalesce($6, c.complainant_email), l.subject,
+                    l.body, l.envelope
+                FROM letters l JOIN complaints c USING (complaint_id)
+                WHERE l.complaint_id = $1 AND l.kind = $2 AND l.sequence = $5 AND l.body IS NOT NULL
+                ON CONFLICT DO NOTHING
                 """,
-                *key, message_id(*key, self._sender.domain, letter.instance), letter.recipient.email,
-                rendered.subject, rendered.body)
-            stored = await conn.fetchrow(f"SELECT message_id, recipient FROM letters WHERE {row.where}", *key)
-        msg_id, to = stored["message_id"], stored["recipient"] or letter.recipient.email
-        fields = {"kind": letter.kind.value, "sequence": letter.sequence, "message_id": msg_id}
+                *key, message_id(*key, self._sender.domain, letter.instance), letter.copy_of, letter.to)
+        stored = await self._pool.fetchrow(
+            f"SELECT message_id, recipient, subject, body, envelope FROM letters WHERE {_LETTER}", *key)
+        if stored is None or stored["body"] is None or stored["recipient"] is None:
+            raise ApplicationError(f"{letter.kind.value} letter: not in the dossier (erased)",
+                                   type=LETTER_ERASED, non_retryable=True)
+        envelope = json.loads(stored["envelope"]) if isinstance(stored["envelope"], str) else stored["envelope"]
+        envelope = envelope or {}
+        headers = {**envelope.get("headers", {}), "X-Complaint-Id": letter.complaint_id,
+                   "X-Letter-Kind": letter.kind.value}
+        sent = await self._deliver(key, stored["message_id"], stored["recipient"], envelope.get("to_name"),
+                                   Rendered(subject=stored["subject"], body=stored["body"]), headers)
+        return sent.model_copy(update={"to": ""})  # the retention run holds no address
+
+    async def _stage(self, conn: asyncpg.Connection, letter: SendLetterInput, rendered: Rendered) -> None:
+        """The letter's row, written once on its first attempt: what it says, to whom, and its Message-ID
+        (a retry, or the retention run, sends exactly this)."""
+        key = (letter.complaint_id, letter.kind.value, letter.sequence)
+        envelope = {"to_name": letter.recipient.name, "headers": letter_headers(letter)}
+        await conn.execute(
+            """
+            INSERT INTO letters (complaint_id, kind, sequence, message_id, status, recipient, subject, body, envelope)
+            VALUES ($1, $2, $3, $4, 'sending', $5, $6, $7, $8::jsonb) ON CONFLICT DO NOTHING
+            """,
+            *key, message_id(*key, self._sender.domain, letter.instance), letter.recipient.email,
+            rendered.subject, rendered.body, json.dumps(envelope))
+
+    async def _deliver(self, key: tuple[str, str, int], msg_id: str, to: str, to_name: str | None,
+                       rendered: Rendered, headers: dict[str, str]) -> LetterSent:
+        """Send the letter whose row ``key`` is, once (activities/outbox.py), and note how it went."""
+        row = Row("letters", _LETTER, key)
+        fields = {"kind": key[1], "sequence": key[2], "message_id": msg_id}
         try:
             sent_at, now = await self._outbox.send(row, lambda: self._sender.compose(
-                to=to, to_name=letter.recipient.name, rendered=rendered, msg_id=msg_id,
-                headers=letter_headers(letter)))
+                to=to, to_name=to_name, rendered=rendered, msg_id=msg_id, headers=headers))
         except MailRefused as err:
-            await self._pool.execute(f"UPDATE letters SET status = 'failed', error = $4 WHERE {row.where}",
+            await self._pool.execute(f"UPDATE letters SET status = 'failed', error = $4 WHERE {_LETTER}",
                                      *key, err.message)
             activity.logger.warning("letter refused by the mail server", extra={**fields, "smtp_code": err.code})
             raise
         except ApplicationError as err:
             if err.type == UNCERTAIN:
-                await self._pool.execute(f"UPDATE letters SET status = 'uncertain', error = $4 WHERE {row.where}",
+                await self._pool.execute(f"UPDATE letters SET status = 'uncertain', error = $4 WHERE {_LETTER}",
                                          *key, err.message)
                 activity.logger.warning("letter waits for staff: its outcome is uncertain", extra=fields)
             raise
-        await self._pool.execute(f"UPDATE letters SET status = 'sent' WHERE {row.where} AND status <> 'sent'", *key)
+        await self._pool.execute(f"UPDATE letters SET status = 'sent' WHERE {_LETTER} AND status <> 'sent'", *key)
         if now:
-            metrics.count(activity.metric_meter(), metrics.LETTERS_SENT, kind=letter.kind.value)
+            metrics.count(activity.metric_meter(), metrics.LETTERS_SENT, kind=key[1])
             activity.logger.info("letter sent", extra=fields)
         else:
             activity.logger.info("letter already sent; not sending again", extra=fields)

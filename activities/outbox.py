@@ -37,14 +37,13 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.letters import Rendered
+from activities.names import UNCERTAIN, UNDELIVERABLE
 from complaints.ids import instance_token
 from infra import metrics
 from infra.config import Settings
 
-UNDELIVERABLE = "LetterUndeliverable"
 SERVER_FAILING = "MailServerFailing"
 OUTCOME_UNKNOWN = "MailOutcomeUnknown"
-UNCERTAIN = "MessageUncertain"
 
 #: An attempt's hold on a message's row: longer than its SMTP conversation (``SMTP_TIMEOUT`` per step).
 LEASE = timedelta(seconds=45)
@@ -123,7 +122,7 @@ class SmtpSender:
             msg.set_raw("Subject", rendered.subject)
         else:
             msg["Subject"] = rendered.subject
-        msg["Message-ID"] = msg_id
+        msg.set_raw("Message-ID", msg_id)  # one line, as written (a folded one reads with a leading space)
         msg["Date"] = format_datetime(datetime.now(timezone.utc))
         for name, value in headers.items():
             msg[name] = value

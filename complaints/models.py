@@ -317,6 +317,11 @@ class RetainedComplaint(_Model):
     view: ComplaintView
     #: The dossier's state version, so the new run's writes are not taken as stale.
     dossier_version: int
+    #: Letters still to send (the mail server was failing when the complaint closed), by their rows in the
+    #: dossier; the retention run sends them.
+    letters: list[StoredLetterInput] = Field(default_factory=list)
+    #: Alerts to the director still to send (they hold no personal data).
+    alerts: list[SendAlertInput] = Field(default_factory=list)
 
 
 class ComplaintWorkflowInput(_Model):
@@ -596,6 +601,31 @@ class DossierFacts(_Model):
     instance: str | None = None
 
 
+class StoredLetterInput(_Model):
+    """A letter sent from its row in the dossier, as it was written there when it was first attempted
+    (a closed complaint's retention run holds no personal data to write it again).
+
+    With ``copy_of``, the letter is a copy of row (kind, copy_of) sent again (``resend``) to ``to``, or,
+    without it, to the dossier's current address.
+    """
+
+    complaint_id: str
+    instance: str | None = None
+    kind: LetterKind
+    sequence: int
+    copy_of: int | None = None
+    #: The address staff corrected in this run (personal data: the run continues as new once the dossier
+    #: holds it, and this field is then left out).
+    to: str | None = None
+
+
+class StageLettersInput(_Model):
+    """Letters a closing complaint could not send yet (the mail server failing): written to the dossier
+    as they would be sent, so that the retention run can send them by reference."""
+
+    letters: list[SendLetterInput]
+
+
 class Recipient(_Model):
     name: str
     email: str
@@ -631,6 +661,7 @@ class SendLetterInput(_Model):
 class LetterSent(_Model):
     message_id: str
     sent_at: AwareDatetime
+    #: The recipient ("" for a letter sent from the dossier: a retention run holds no address).
     to: str
 
 
@@ -856,4 +887,6 @@ class MailSweepInput(_Model):
     sweep_id: int
 
 
+RetainedComplaint.model_rebuild()
+StageLettersInput.model_rebuild()
 ComplaintWorkflowInput.model_rebuild()

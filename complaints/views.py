@@ -32,8 +32,14 @@ def anonymous(view: ComplaintView) -> ComplaintView:
     return v
 
 
-def open_alerts(view: ComplaintView) -> list[str]:
-    """The alerts whose cause still stands, sorted, for operators to find (``ComplaintOpenAlerts``)."""
+def open_alerts(view: ComplaintView, closed_letters: bool = True) -> list[str]:
+    """The alerts whose cause still stands, sorted, for operators to find (``ComplaintOpenAlerts``).
+
+    A letter that could not be delivered stays an open alert while the complaint is kept in the dossier
+    (staff can still correct the address and send it again); ``closed_letters=False`` is how complaints
+    before that was possible said it (only while open).
+    """
+    letters_phases = (*OPEN_PHASES, Phase.CLOSED) if closed_letters else OPEN_PHASES
     still = {
         AlertKind.INFORMAL_STALLED: view.phase is Phase.INFORMAL,
         AlertKind.ACKNOWLEDGEMENT_OVERDUE: view.acknowledged_at is None and view.phase in OPEN_PHASES,
@@ -41,9 +47,9 @@ def open_alerts(view: ComplaintView) -> list[str]:
         AlertKind.RESOLUTION_OVERDUE: view.phase is Phase.FORMAL,
         AlertKind.CONSEQUENCES_OVERDUE: view.phase is Phase.CONSEQUENCES,
         AlertKind.MEDIATION_STALLED: view.phase is Phase.MEDIATION and view.mediator is None,
-        AlertKind.LETTER_UNDELIVERABLE: view.phase in OPEN_PHASES and bool(undelivered_kinds(view)),
+        AlertKind.LETTER_UNDELIVERABLE: view.phase in letters_phases and bool(undelivered_kinds(view)),
         AlertKind.COMPLAINT_INCOMPLETE: view.phase in OPEN_PHASES and bool(view.missing),
-        AlertKind.LETTER_UNCERTAIN: view.phase in OPEN_PHASES and bool(uncertain_kinds(view)),
+        AlertKind.LETTER_UNCERTAIN: view.phase in letters_phases and bool(uncertain_kinds(view)),
     }
     found = {a.kind.value for a in view.alerts if still.get(a.kind, False)}
     if view.mail_failing_since is not None:

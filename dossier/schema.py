@@ -232,6 +232,11 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE erasures DROP CONSTRAINT erasures_complaint_id_fkey,
         ADD CONSTRAINT erasures_complaint_id_fkey FOREIGN KEY (complaint_id) REFERENCES complaints ON UPDATE CASCADE;
     """,
+    # 8: a letter's envelope (the recipient's name, its threading headers) kept with its row, so that a
+    # closed complaint's retention run can send it from the dossier (personal data: erased with the body)
+    """
+    ALTER TABLE letters ADD COLUMN envelope jsonb;
+    """,
 )
 
 _LOCK_KEY = 0x4C55_434F  # "LUCO": one migrator at a time across workers

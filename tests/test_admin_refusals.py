@@ -52,8 +52,8 @@ FITS_PHASE: dict[str, set[str]] = {
     "consequences-picked-up": {"consequences"},
     "withdraw": OPEN,
     "measure": OPEN | {"closed"},
-    "correct-contact": OPEN,
-    "resend": OPEN,
+    "correct-contact": OPEN | {"closed"},  # closed: only for a letter that did not go out
+    "resend": OPEN | {"closed"},
     "complete": OPEN,
 }
 #: Valid arguments for each command, so that only the complaint's state can refuse it.
@@ -86,6 +86,8 @@ def refusal(command: str, state: str) -> str | None:
         return "a mediator is already engaged"
     if command == "verdict" and state == "mediation":
         return "engage the independent mediator first"
+    if command in ("correct-contact", "resend") and phase == "closed":
+        return f"{command} is not possible in phase closed: every letter was delivered"
     if command == "resend":
         return "no undelivered decision letter to send again"
     return None

@@ -13,6 +13,8 @@ from datetime import datetime, timedelta, timezone
 import asyncpg
 import pytest
 import pytest_asyncio
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowExecutionStatus
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
@@ -27,10 +29,16 @@ from complaints.ids import sender_hash
 from complaints.models import (
     AlertKind,
     ComplaintSubmission,
+    CorrectContactInput,
+    LetterBouncedInput,
     LetterKind,
     MessageKind,
     MessageReceivedInput,
     OpenDossierInput,
+    Phase,
+    ResendInput,
+    ResolveInformallyInput,
+    WithdrawInput,
 )
 from devstack.smtp import MailCatcher
 from tests.conftest import free_port
@@ -39,6 +47,8 @@ from tests.lifecycle import (
     eventually,
     letters,
     start_formal,
+    start_informal,
+    started,
     wait_alert,
     wait_letter,
     wait_view,
@@ -197,3 +207,116 @@ async def _open_alerts(handle) -> list[str] | None:
 
 async def _no_open_alerts(handle) -> bool:
     return not await _open_alerts(handle)
+
+
+async def test_a_letter_that_keeps_failing_does_not_keep_the_complaint_from_closing(
+        env, client, settings, pool, relay, monkeypatch) -> None:
+    """The mail server fails while a complaint is withdrawn: the complaint closes and continues into its
+    retention run at once, with the letter kept in the dossier; once the server works, that run sends it."""
+    monkeypatch.setattr(workflows.policies, "MAIL_RETRY", RetryPolicy(
+        initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(milliseconds=200),
+        maximum_attempts=2))
+    local = replace(settings, smtp_host=relay.host, smtp_port=relay.port)
+    async with build_worker(client, local, pool):
+        handle = await start_informal(client, local)
+        await started(handle)
+        first_run = (await handle.describe()).run_id
+        relay.refuse_mail_from = "421 4.3.2 Service not available"
+        await handle.execute_update(ComplaintWorkflow.withdraw, WithdrawInput(by="Marieke Jansen",
+                                                                              reason="Ingetrokken."))
+        await eventually(lambda: _run_after(client, handle.id, first_run), what="the retention run")
+        staged = await pool.fetchrow("SELECT status, body, message_id FROM letters WHERE complaint_id = $1"
+                                     " AND kind = 'withdrawal'", handle.id)
+        assert staged["status"] == "sending" and "Ingetrokken." in staged["body"]
+        view = await handle.query(ComplaintWorkflow.status)
+        assert view.phase is Phase.CLOSED and view.letters == [] and view.mail_failing_since is not None
+
+        relay.refuse_mail_from = None
+        await env.fast_forward(handle, timedelta(minutes=11))
+        [letter] = await wait_letter(relay, handle, LetterKind.WITHDRAWAL)
+        assert letter["Message-ID"] == staged["message_id"] and "Ingetrokken." in letter.get_content()
+        assert letter["To"].addresses[0].addr_spec == "jan.devries@example.nl"
+        view = await wait_view(handle, lambda v: [(r.kind, r.status) for r in v.letters] == [
+            (LetterKind.WITHDRAWAL, "sent")], "the letter sent by the retention run")
+        assert view.mail_failing_since is None
+
+
+async def test_a_letter_that_keeps_failing_does_not_keep_the_dossier_from_being_erased_on_time(
+        env, client, settings, pool, relay, monkeypatch) -> None:
+    monkeypatch.setattr(workflows.policies, "MAIL_RETRY", RetryPolicy(
+        initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(milliseconds=200),
+        maximum_attempts=2))
+    monkeypatch.setattr(workflows.policies, "MAIL_SERVER_PAUSE", timedelta(days=100))
+    local = replace(settings, smtp_host=relay.host, smtp_port=relay.port)
+    async with build_worker(client, local, pool):
+        handle = await start_informal(client, local)
+        await started(handle)
+        first_run = (await handle.describe()).run_id
+        relay.refuse_mail_from = "421 4.3.2 Service not available"
+        view = await handle.execute_update(ComplaintWorkflow.withdraw, WithdrawInput(by="Marieke Jansen",
+                                                                                     reason="Ingetrokken."))
+        purge_on = view.deadlines.purge_on
+        await eventually(lambda: _run_after(client, handle.id, first_run), what="the retention run")
+
+        async def erased() -> bool:
+            if (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED:
+                return True
+            await env.fast_forward(handle, timedelta(days=40))
+            return False
+        await eventually(erased, timeout=120, interval=0.5, what="the erasure")
+        result = await handle.result()
+        assert result.purged_at is not None and result.purged_at < purge_on + timedelta(days=41)
+        row = await pool.fetchrow("SELECT phase, complainant_name FROM complaints WHERE complaint_id = $1",
+                                  handle.id)
+        assert (row["phase"], row["complainant_name"]) == ("purged", None)
+        assert await pool.fetchval("SELECT body FROM letters WHERE complaint_id = $1", handle.id) is None
+        view = await handle.query(ComplaintWorkflow.status)
+        assert [(r.kind, r.status) for r in view.letters] == [(LetterKind.WITHDRAWAL, "failed")]
+        assert "letter withdrawal not sent" in [h.action for h in view.history]
+        assert letters(relay, handle, LetterKind.WITHDRAWAL) == []
+
+
+async def _run_after(client, complaint_id: str, run_id: str) -> str | None:
+    current = (await client.get_workflow_handle(complaint_id).describe()).run_id
+    return current if current != run_id else None
+
+
+async def test_a_letter_in_flight_when_the_run_continues_as_new_goes_out_once(
+        env, client, settings, pool, relay) -> None:
+    """Staff correct the address of a closed complaint and resend its letter while the relay is slow: the
+    run told the address continues as new with the send still in flight. No workflow task fails on the
+    way, and the copy goes out once."""
+    local = replace(settings, smtp_host=relay.host, smtp_port=relay.port)
+    async with build_worker(client, local, pool):
+        handle = await start_informal(client, local)
+        await started(handle)
+        first_run = (await handle.describe()).run_id
+        await handle.execute_update(ComplaintWorkflow.resolve_informally, ResolveInformallyInput(
+            by="Marieke Jansen", note="Opgelost."))
+        [sent] = await wait_letter(relay, handle, LetterKind.INFORMAL_RESOLUTION)
+        retention_run = await eventually(lambda: _run_after(client, handle.id, first_run), what="the retention run")
+        await handle.execute_update(ComplaintWorkflow.letter_bounced, LetterBouncedInput(
+            ref="0123456789abcdef", at=datetime.now(timezone.utc), message_id=str(sent["Message-ID"]),
+            reason="5.1.1"))
+        relay.delay_data_reply = 5.0
+        # Hold the dossier row, so that the new address is written only once the copy is on its way.
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT 1 FROM complaints WHERE complaint_id = $1 FOR NO KEY UPDATE", handle.id)
+            await handle.execute_update(ComplaintWorkflow.correct_contact, CorrectContactInput(
+                by="Marieke Jansen", email="jan.de.vries@example.nl"))
+            await handle.execute_update(ComplaintWorkflow.resend, ResendInput(
+                by="Marieke Jansen", kind=LetterKind.INFORMAL_RESOLUTION))
+            await eventually(lambda: len(letters(relay, handle, LetterKind.INFORMAL_RESOLUTION)) == 2,
+                             what="the copy handed to the (slow) relay")
+        latest = await eventually(lambda: _run_after(client, handle.id, retention_run), what="the next run")
+        # It did not wait for the slow relay: the send was still in flight, and was let go.
+        told = (await client.get_workflow_handle(handle.id, run_id=retention_run).fetch_history()).events
+        assert EventType.EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED in [e.event_type for e in told]
+        view = await wait_view(handle, lambda v: [(r.sequence, r.status) for r in v.letters] == [
+            (1, "failed"), (2, "sent")], "the copy recorded by the next run", timeout=30)
+        assert view.phase is Phase.CLOSED
+        await asyncio.sleep(6)  # the slow relay's answer, and any retry after it
+        assert len(letters(relay, handle, LetterKind.INFORMAL_RESOLUTION)) == 2
+        for run in (first_run, retention_run, latest):
+            events = (await client.get_workflow_handle(handle.id, run_id=run).fetch_history()).events
+            assert not [e for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED], run

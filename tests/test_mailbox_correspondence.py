@@ -86,7 +86,7 @@ async def test_round_trip_reply_with_missing_fields_out_of_office_decision_and_d
             by=STAFF, outcome=Outcome.REJECTED, motivation="De training is gegeven zoals afgesproken."))
         [decision] = await wait_letter(mail, handle, LetterKind.DECISION)
         assert decision["In-Reply-To"] == first_id
-        assert decision["References"].split() == [first_id, str(acknowledgement["Message-ID"]).strip()]
+        assert decision["References"].split() == [first_id, str(acknowledgement["Message-ID"])]
         assert decision["Auto-Submitted"] is None  # a person decided: not an automatic letter
         rig.deliver(_reply("reply-disagree.eml", decision, complaint_id))
         [_, disagreeing] = await wait_alert(mail, handle, AlertKind.MESSAGE_RECEIVED, count=2)

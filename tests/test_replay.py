@@ -3,8 +3,9 @@
 Replays the committed histories of every lifecycle path (recorded with
 ``python -m tests.histories.record``) against today's workflow; a change that would
 break complaints already running fails here with a non-determinism error. Older
-generations are kept beside the newest (``-v1``: before the mediation deadline's patch);
-tests/test_patches.py shows what each patch guards and how it retires.
+generations are kept beside the newest (``-v1``: before the mediation deadline's patch; ``-v2``:
+before the mail patches: alerts in a queue of their own, a failing mail server, a closed complaint's
+letters); tests/test_patches.py shows what each patch guards and how it retires.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ FILES = sorted(HISTORIES.glob("*.json"))
 
 def test_every_lifecycle_path_has_recorded_histories() -> None:
     names = {f.name.rsplit("-run", 1)[0] for f in FILES}
-    assert names >= {"informal_resolved", "formal_default_extension_then_decided",
-                      "escalated_mediated_with_consequences", "escalated_mediated_with_consequences-v1",
-                      "formal_withdrawn"}
+    paths = {"informal_resolved", "formal_default_extension_then_decided", "escalated_mediated_with_consequences",
+             "formal_withdrawn"}
+    assert names >= paths | {f"{path}-v2" for path in paths} | {"escalated_mediated_with_consequences-v1"}
+    assert names >= {"closing_letter_bounced_and_resent", "closed_while_mail_server_failing"}
     # Each closed complaint continued as new into its retention run.
     assert all((HISTORIES / f"{name}-run2.json").exists() for name in names)
 

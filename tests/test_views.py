@@ -122,7 +122,15 @@ def test_open_alerts_are_sorted_and_named_once() -> None:
     assert open_alerts(view) == ["acknowledgement-overdue", "resolution-due-soon", "resolution-overdue"]
 
 
-def test_a_closed_complaint_has_no_open_alerts() -> None:
+def test_a_closed_complaint_keeps_only_its_undelivered_letter_open() -> None:
+    """Kept in the dossier, a closing letter that was refused can still be sent: that alert stays open;
+    the procedure's alerts do not. Once erased, nothing is open."""
     view = _view(Phase.CLOSED, letters=[_letter(LetterKind.DECISION, "failed")],
                  alerts=[_alert(AlertKind.LETTER_UNDELIVERABLE), _alert(AlertKind.ACKNOWLEDGEMENT_OVERDUE)])
+    assert open_alerts(view) == ["letter-undeliverable"]
+    assert open_alerts(view, closed_letters=False) == []  # how complaints before this said it
+    view.letters.append(_letter(LetterKind.DECISION, "sent", 2))
     assert open_alerts(view) == []
+    purged = _view(Phase.PURGED, letters=[_letter(LetterKind.DECISION, "failed")],
+                   alerts=[_alert(AlertKind.LETTER_UNDELIVERABLE)])
+    assert open_alerts(purged) == []

@@ -16,15 +16,20 @@ from datetime import datetime, timedelta
 from typing import Awaitable, Callable
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
     from activities.names import (
+        LETTER_ERASED,
         OPEN_DOSSIER,
         PLAN_DEADLINE,
         PURGE_DOSSIER,
         SEND_ALERT,
         SEND_LETTER,
+        SEND_STORED_LETTER,
+        STAGE_LETTERS,
+        UNCERTAIN,
+        UNDELIVERABLE,
         UPDATE_DOSSIER,
     )
     from complaints import search_attributes as sa
@@ -76,19 +81,20 @@ with workflow.unsafe.imports_passed_through():
         Route,
         SendAlertInput,
         SendLetterInput,
+        StageLettersInput,
+        StoredLetterInput,
         Verdict,
         VerdictInput,
         WithdrawInput,
     )
-    from complaints.views import anonymous, open_alerts
+    from complaints.views import anonymous, open_alerts, uncertain_kinds, undelivered_kinds
     from infra import metrics
     from workflows.policies import (
         ACTIVITY_TIMEOUT,
         CALENDAR_TIMEOUT,
         DOSSIER_RETRY,
         MAIL_RETRY,
-        UNCERTAIN,
-        UNDELIVERABLE,
+        MAIL_SERVER_PAUSE,
         failure_reason,
     )
 
@@ -115,8 +121,11 @@ SEPARATE_ALERTS_PATCH = "separate-alert-queue"
 #: Letters and alerts whose every attempt failed at the mail server wait and are tried again (before
 #: it, they were retried without end by the activity itself).
 MAIL_SERVER_PATCH = "mail-server-failing"
-#: How long a message waits after its attempts all failed at the mail server.
-MAIL_SERVER_PAUSE = timedelta(minutes=10)
+#: A closed complaint's letters: a closing complaint hands the letters it could not send yet (the mail
+#: server failing) to its retention run by their rows in the dossier, instead of waiting for them; a
+#: letter refused or bounced after closing can be corrected and sent again during the retention year,
+#: and stays an open alert until it has gone out. Complaints before it waited for every letter.
+CLOSED_LETTERS_PATCH = "closed-letters"
 
 # Refusal types, so that callers can tell "not now" from "not like that".
 NOT_ALLOWED = "ActionNotAllowed"
@@ -136,8 +145,19 @@ class _Deadline:
         self.at, self.summary, self.fire = at, summary, fire
 
 
+#: What the post room sends: letters (written from the complaint, or from the dossier) and alerts.
+_Outgoing = SendLetterInput | StoredLetterInput | SendAlertInput
+
+
 def _nothing() -> None:
     """A deadline that only ends a wait."""
+
+
+def _stop_if_cancelled(err: ActivityError) -> None:
+    """A send cancelled because its run ends (it continued as new with the message, or erased the dossier):
+    not a failure of the mail server; the post room stops here."""
+    if isinstance(err.cause, CancelledError):
+        raise asyncio.CancelledError()
 
 
 def _cause_type(err: ActivityError) -> str | None:
@@ -160,10 +180,18 @@ class ComplaintWorkflow:
         }
         self._version = 0
         #: Letters (and, in complaints before SEPARATE_ALERTS_PATCH, alerts) waiting to go out.
-        self._mail: list[SendLetterInput | SendAlertInput] = []
+        self._mail: list[_Outgoing] = []
         #: Alerts waiting to go out, in a queue of their own: never behind a letter that keeps failing.
-        self._alerts_out: list[SendLetterInput | SendAlertInput] = []
-        self._separate_alerts = False
+        self._alerts_out: list[_Outgoing] = []
+        # Decided here, before any update of the first activation is handled (an update can arrive with
+        # the run's first task: a retention run's handlers use both).
+        self._separate_alerts = workflow.patched(SEPARATE_ALERTS_PATCH)
+        self._closed_letters = workflow.patched(CLOSED_LETTERS_PATCH)
+        #: The address staff corrected during the retention year (that run's one personal datum: it
+        #: continues as new once the dossier holds it).
+        self._contact_email: str | None = None
+        #: The retention year has ended: nothing more is sent.
+        self._erasing = False
         self._dossier_synced = -1
         self._published: tuple[object, ...] = ()
         #: Letters the mail server refused permanently (or that bounced), by kind, until staff resend them.
@@ -199,7 +227,9 @@ class ComplaintWorkflow:
 
     @workflow.run
     async def run(self, input: ComplaintWorkflowInput) -> ComplaintResult:
-        self._separate_alerts = workflow.patched(SEPARATE_ALERTS_PATCH)
+        if input.retained is not None:  # what the run before could not send yet
+            self._mail.extend(input.retained.letters)
+            (self._alerts_out if self._separate_alerts else self._mail).extend(input.retained.alerts)
         if input.retained is None:
             route = self._view.route.value
             workflow.logger.info("complaint received", extra={"route": route})
@@ -351,26 +381,96 @@ class ComplaintWorkflow:
         outcome = self._view.outcome.value if self._view.outcome else None
         workflow.logger.info("closed; kept in the dossier for a year",
                              extra={"phase": Phase.CLOSED.value, "outcome": outcome})
+        if self._closed_letters:
+            self._continue_as_new(await self._hand_over_letters())
         await workflow.wait_condition(lambda: workflow.all_handlers_finished() and self._idle())
         workflow.continue_as_new(ComplaintWorkflowInput(retained=RetainedComplaint(
             view=anonymous(self._view), dossier_version=self._version)))
 
+    async def _hand_over_letters(self) -> list[StoredLetterInput]:
+        """Wait until nothing is in flight, or until the mail server keeps failing: then the letters still
+        to send are written to the dossier as they would be sent, and the next run sends them from there."""
+        staged: set[tuple[LetterKind, int]] = set()
+        while True:
+            await workflow.wait_condition(lambda: workflow.all_handlers_finished() and self._settled())
+            waiting = [m for m in self._mail if isinstance(m, SendLetterInput)]
+            new = [m for m in waiting if (m.kind, m.sequence) not in staged]
+            if not new:
+                return [StoredLetterInput(complaint_id=m.complaint_id, instance=m.instance, kind=m.kind,
+                                          sequence=m.sequence) for m in waiting]
+            await self._dossier_activity(STAGE_LETTERS, StageLettersInput(letters=new),
+                                         "keep the letters still to send in the dossier")
+            staged.update((m.kind, m.sequence) for m in new)
+
+    def _continue_as_new(self, letters: list[StoredLetterInput]) -> None:
+        """On to a retention run without personal data, with the letters and alerts still to send."""
+        alerts = [m for m in self._alerts_out + self._mail if isinstance(m, SendAlertInput)]
+        letters += [m.model_copy(update={"to": None}) for m in self._mail if isinstance(m, StoredLetterInput)]
+        workflow.continue_as_new(ComplaintWorkflowInput(retained=RetainedComplaint(
+            view=anonymous(self._view), dossier_version=self._version, letters=letters, alerts=alerts)))
+
+    def _settled(self) -> bool:
+        """The dossier is written, and every message went out, or the mail server keeps failing."""
+        return self._dossier_synced == self._version and (
+            (not self._mail and not self._alerts_out) or self._view.mail_failing_since is not None)
+
     async def _keep_in_dossier(self) -> ComplaintResult:
         """Closed: kept in the dossier for ``RETENTION``, then the personal data is erased."""
         self._publish()
-        await self._follow_deadlines(Phase.CLOSED, self._closed_deadlines, until_due=True)
-        await workflow.wait_condition(lambda: workflow.all_handlers_finished() and self._idle())
+        if self._closed_letters:
+            await self._wait_out_the_year()
+            await workflow.wait_condition(lambda: workflow.all_handlers_finished() and self._settled())
+            self._erasing = True
+            self._give_up_unsent()
+            await workflow.wait_condition(lambda: self._dossier_synced == self._version)
+        else:
+            await self._follow_deadlines(Phase.CLOSED, self._closed_deadlines, until_due=True)
+            await workflow.wait_condition(lambda: workflow.all_handlers_finished() and self._idle())
         purged = await self._dossier_activity(
             PURGE_DOSSIER, PurgeDossierInput(complaint_id=self._view.complaint_id, instance=self._instance),
             "erase personal data from the dossier", result_type=PurgeResult)
         self._view = anonymous(self._view)
         self._view.phase = Phase.PURGED
         self._view.next_deadline = self._view.next_deadline_for = None  # nothing is due any more
+        if self._closed_letters:
+            self._view.mail_failing_since = None  # nothing is sent any more
         self._record("purged", "system", "personal data erased after the retention year")
         self._publish()
         workflow.logger.info("personal data erased; the complaint is complete", extra={"phase": Phase.PURGED.value})
         return ComplaintResult(complaint_id=self._view.complaint_id, outcome=self._view.outcome,
                                closed_at=self._view.closed_at, purged_at=purged.purged_at)
+
+    async def _wait_out_the_year(self) -> None:
+        """Until ``purge_on``; letters may still be bounced, corrected and sent again meanwhile. A run that
+        was told a corrected address continues as new once the dossier holds it."""
+        while True:
+            upcoming = self._closed_deadlines()
+            self._set_next(upcoming[0] if upcoming else None)
+            if not upcoming:
+                return
+            version = self._version
+            try:
+                await workflow.wait_condition(lambda: self._version != version or self._contact_kept(),
+                                              timeout=upcoming[0].at - workflow.now(),
+                                              timeout_summary=upcoming[0].summary)
+            except asyncio.TimeoutError:
+                return
+            if self._contact_kept():
+                self._continue_as_new([])
+
+    def _contact_kept(self) -> bool:
+        """This run holds a corrected address, and the dossier now holds it too."""
+        return self._contact_email is not None and workflow.all_handlers_finished() and \
+            self._dossier_synced == self._version
+
+    def _give_up_unsent(self) -> None:
+        """The retention year has ended with letters still unsent (the mail server kept failing): noted."""
+        for item in self._mail:
+            if isinstance(item, (SendLetterInput, StoredLetterInput)):
+                self._view.letters.append(LetterRecord(kind=item.kind, sequence=item.sequence, to="",
+                                                       status="failed", error="not sent: the retention year ended"))
+                self._record(f"letter {item.kind.value} not sent", "system")
+                self._changed()
 
     def _closed_deadlines(self) -> list[_Deadline]:
         purge_on = self._view.deadlines.purge_on
@@ -525,30 +625,58 @@ class ComplaintWorkflow:
 
     @workflow.update
     def correct_contact(self, action: CorrectContactInput) -> ComplaintView:
-        assert self._submission is not None
-        complainant = self._submission.complainant.model_copy(update={"email": action.email})
-        self._submission = self._submission.model_copy(update={"complainant": complainant})
+        if self._submission is not None:
+            complainant = self._submission.complainant.model_copy(update={"email": action.email})
+            self._submission = self._submission.model_copy(update={"complainant": complainant})
+        else:  # the retention run: to the dossier, and then on to a run without it
+            self._contact_email = str(action.email)
         self._record("correct-contact", action.by, "e-mail address corrected")
         return self._done()
 
     @correct_contact.validator
     def _check_correct_contact(self, action: CorrectContactInput) -> None:
-        self._require_phase("correct-contact", *OPEN_PHASES)
+        if self._closed_letters and self._view.phase is Phase.CLOSED:
+            self._require_letter_waiting("correct-contact")
+        else:
+            self._require_phase("correct-contact", *OPEN_PHASES)
 
     @workflow.update
     def resend(self, action: ResendInput) -> ComplaintView:
-        failed = self._undelivered.pop(action.kind)
         self._record("resend", action.by, f"{action.kind.value} letter sent again")
-        # The same letter (what it said) to the current address, with the current terms.
-        self._letter(action.kind, note=failed.note, outcome=failed.outcome, motivation=failed.motivation,
-                     mediator=failed.mediator, consequences=failed.consequences)
+        failed = self._undelivered.pop(action.kind, None)
+        if failed is not None:
+            # The same letter (what it said) to the current address, with the current terms.
+            self._letter(action.kind, note=failed.note, outcome=failed.outcome, motivation=failed.motivation,
+                         mediator=failed.mediator, consequences=failed.consequences)
+        else:  # the retention run: the letter as the dossier keeps it, to the current address
+            last = max(r.sequence for r in self._view.letters if r.kind is action.kind)
+            self._mail.append(StoredLetterInput(
+                complaint_id=self._view.complaint_id, instance=self._instance, kind=action.kind,
+                sequence=self._next_sequence(action.kind), copy_of=last, to=self._contact_email))
         return self._done()
 
     @resend.validator
     def _check_resend(self, action: ResendInput) -> None:
-        self._require_phase("resend", *OPEN_PHASES)
-        if action.kind not in self._undelivered:
+        closed = self._closed_letters and self._view.phase is Phase.CLOSED
+        if closed:
+            self._require_letter_waiting("resend")
+        else:
+            self._require_phase("resend", *OPEN_PHASES)
+        waiting = action.kind in self._undelivered or (
+            closed and action.kind in undelivered_kinds(self._view) | uncertain_kinds(self._view)
+            and not any(isinstance(m, StoredLetterInput) and m.kind is action.kind for m in self._mail))
+        if not waiting:
             raise ApplicationError(f"kind: no undelivered {action.kind.value} letter to send again",
+                                   type=NOT_ALLOWED)
+
+    def _require_letter_waiting(self, action: str) -> None:
+        """A closed complaint takes ``correct-contact`` and ``resend`` only for a letter that did not go
+        out, and only while it is kept in the dossier."""
+        purge_on = self._view.deadlines.purge_on
+        if self._erasing or (purge_on is not None and workflow.now() >= purge_on):
+            raise ApplicationError(f"{action} is not possible: the retention year has ended", type=NOT_ALLOWED)
+        if not (self._undelivered or undelivered_kinds(self._view) | uncertain_kinds(self._view)):
+            raise ApplicationError(f"{action} is not possible in phase closed: every letter was delivered",
                                    type=NOT_ALLOWED)
 
     @workflow.update
@@ -734,13 +862,13 @@ class ComplaintWorkflow:
         at = deadline.at if deadline else None
         for_ = deadline.summary if deadline else None
         v.next_deadline, v.next_deadline_for = at, for_
-        if self._published != (v.phase, at, open_alerts(v), tuple(v.missing), v.product):
+        if self._published != (v.phase, at, open_alerts(v, self._closed_letters), tuple(v.missing), v.product):
             self._publish()
 
     def _publish(self) -> None:
         """Keep the search attributes and the Web UI's current details in step with the state."""
         v = self._view
-        alerts = open_alerts(v)
+        alerts = open_alerts(v, self._closed_letters)
         self._published = (v.phase, v.next_deadline, alerts, tuple(v.missing), v.product)
         workflow.upsert_search_attributes([
             sa.PHASE.value_set(v.phase.value),
@@ -776,8 +904,7 @@ class ComplaintWorkflow:
         """
         s, d = self._submission, self._view.deadlines
         assert s is not None
-        sequence = 1 + sum(1 for m in self._mail if isinstance(m, SendLetterInput) and m.kind is kind) + sum(
-            1 for letter in self._view.letters if letter.kind is kind)
+        sequence = self._next_sequence(kind)
         thread = s.reference if s.channel is Channel.EMAIL and s.reference and _MESSAGE_ID.fullmatch(s.reference) \
             else None
         earlier = [letter.message_id for letter in self._view.letters if letter.message_id]
@@ -791,6 +918,11 @@ class ComplaintWorkflow:
             consequences=consequences or [], missing=missing or [],
             in_reply_to=thread, references=([thread] if thread else []) + earlier,
             automatic=automatic or kind is LetterKind.ACKNOWLEDGEMENT))
+
+    def _next_sequence(self, kind: LetterKind) -> int:
+        """The number of the next letter of ``kind``: after those sent or tried, and those waiting."""
+        return 1 + sum(1 for m in self._mail if isinstance(m, (SendLetterInput, StoredLetterInput))
+                       and m.kind is kind) + sum(1 for letter in self._view.letters if letter.kind is kind)
 
     def _alert_when(self, at: datetime, kind: AlertKind, summary: str, about: datetime | None = None) -> _Deadline:
         """A deadline that alerts the director about ``about`` (default: the deadline itself)."""
@@ -810,36 +942,41 @@ class ComplaintWorkflow:
             complaint_id=self._view.complaint_id, instance=self._instance, kind=kind, sequence=sequence,
             product=self._view.product, phase=self._view.phase, deadline=deadline))
 
-    async def _post_room(self, queue: list[SendLetterInput | SendAlertInput]) -> None:
+    async def _post_room(self, queue: list[_Outgoing]) -> None:
         """Send the queue's letters (or alerts) in order, each once, retrying until delivered.
 
         An item leaves the queue only once it is sent (or refused for good), so an empty queue
         means nothing is in flight.
         """
         while True:
-            await workflow.wait_condition(lambda: bool(queue))
+            await workflow.wait_condition(lambda: bool(queue) and not self._erasing)
             item = queue[0]
-            if isinstance(item, SendLetterInput):
+            if isinstance(item, (SendLetterInput, StoredLetterInput)):
                 await self._send_letter(item)
             else:
                 await self._send_alert(item)
             queue.pop(0)
 
-    async def _send_letter(self, letter: SendLetterInput) -> None:
+    async def _send_letter(self, letter: SendLetterInput | StoredLetterInput) -> None:
+        """Send a letter (written from the complaint, or, in the retention run, from its row in the dossier)."""
+        stored = isinstance(letter, StoredLetterInput)
         record = LetterRecord(kind=letter.kind, sequence=letter.sequence,
-                              to=letter.recipient.email, status="sent")
+                              to="" if isinstance(letter, StoredLetterInput) else letter.recipient.email,
+                              status="sent")
         while True:
             try:
                 sent = await workflow.execute_activity(
-                    SEND_LETTER, letter, result_type=LetterSent,
+                    SEND_STORED_LETTER if stored else SEND_LETTER, letter, result_type=LetterSent,
                     start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=MAIL_RETRY,
-                    summary=f"send {letter.kind.value} letter")
+                    summary=f"send {letter.kind.value} letter" + (" from the dossier" if stored else ""))
             except ActivityError as err:
+                _stop_if_cancelled(err)
                 if await self._mail_server_failing(err):
                     continue  # the server failed every attempt: waited, and tried again
                 uncertain = _cause_type(err) == UNCERTAIN
                 record.status, record.error = ("uncertain" if uncertain else "failed"), failure_reason(err)
-                self._undelivered[letter.kind] = letter
+                if isinstance(letter, SendLetterInput):
+                    self._undelivered[letter.kind] = letter
                 self._view.letters.append(record)
                 if uncertain:
                     self._record(f"letter {letter.kind.value} uncertain", "system", record.error)
@@ -851,7 +988,8 @@ class ComplaintWorkflow:
                 self._mail_server_works()
                 record.sent_at, record.message_id = sent.sent_at, sent.message_id
                 self._view.letters.append(record)
-                self._sent[sent.message_id] = letter
+                if isinstance(letter, SendLetterInput):
+                    self._sent[sent.message_id] = letter
                 if letter.kind is LetterKind.ACKNOWLEDGEMENT and self._view.acknowledged_at is None:
                     self._acknowledged(sent.sent_at)
             self._changed()
@@ -861,7 +999,8 @@ class ComplaintWorkflow:
         """Every attempt of a message failed at the mail server (not a refused recipient, not an uncertain
         outcome): say so where operators look (ComplaintOpenAlerts, an ERROR line, a metric; not by mail,
         which is what fails), wait, and let the caller try again. False for a permanent answer."""
-        if _cause_type(err) in (UNDELIVERABLE, UNCERTAIN) or not workflow.patched(MAIL_SERVER_PATCH):
+        if _cause_type(err) in (UNDELIVERABLE, UNCERTAIN, LETTER_ERASED) or \
+                not workflow.patched(MAIL_SERVER_PATCH):
             return False
         if self._view.mail_failing_since is None:
             self._view.mail_failing_since = workflow.now()
@@ -869,7 +1008,8 @@ class ComplaintWorkflow:
             self._count(metrics.MAIL_SERVER_FAILING)
             self._changed()
             self._publish()
-        await workflow.sleep(MAIL_SERVER_PAUSE, summary="the mail server keeps failing: wait before trying again")
+        await workflow.sleep(MAIL_SERVER_PAUSE,
+                             summary="the mail server keeps failing: wait before trying again")
         return True
 
     def _mail_server_works(self) -> None:
@@ -893,6 +1033,7 @@ class ComplaintWorkflow:
                     start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=MAIL_RETRY,
                     summary=f"alert the director: {alert.kind.value}")
             except ActivityError as err:
+                _stop_if_cancelled(err)
                 if await self._mail_server_failing(err):
                     continue
                 # The director's address is refused: the alert stays recorded in the complaint.
@@ -916,7 +1057,8 @@ class ComplaintWorkflow:
                 UPDATE_DOSSIER,
                 DossierFacts(version=version, view=self._snapshot(), contents=self._contents(),
                              includes_personal_data=self._submission is not None,
-                             contact_email=str(self._submission.complainant.email) if self._submission else None,
+                             contact_email=str(self._submission.complainant.email) if self._submission
+                             else self._contact_email,
                              instance=self._instance),
                 "update the dossier")
             self._dossier_synced = version

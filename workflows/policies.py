@@ -20,13 +20,11 @@ DOSSIER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coeff
 #: waits and tries again (workflows/complaint.py). A refused recipient ends them at once.
 MAIL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2.0,
                          maximum_interval=timedelta(minutes=1), maximum_attempts=8)
+#: How long a letter or alert waits after its attempts all failed at the mail server, before it is tried again.
+MAIL_SERVER_PAUSE = timedelta(minutes=10)
 #: The yearly report's mail and the mailbox's alerts: retried until the mail server takes them.
 MAIL_RETRY_UNTIL_TAKEN = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2.0,
                                      maximum_interval=timedelta(minutes=5))
-#: Failure types the mail activities raise (activities/outbox.py): a refused recipient, and a message
-#: whose fate SMTP could not tell twice (it waits for staff).
-UNDELIVERABLE = "LetterUndeliverable"
-UNCERTAIN = "MessageUncertain"
 
 #: A complaint's activities (one dossier write, one letter); a killed worker's are retried after this.
 ACTIVITY_TIMEOUT = timedelta(seconds=30)

@@ -8,8 +8,8 @@ Starts its own dev server (with per-workflow time skipping), PostgreSQL and SMTP
 server, runs each path with the real worker, and writes every run's history
 (a closed complaint continues as new: two runs) to ``tests/histories/*.json``.
 Payloads are encrypted with the committed test-only key in ``encryption-keys``.
-Re-record after a deliberate, patched change only; the committed files are what
-running complaints look like.
+Re-record after a deliberate, patched change only, keeping the earlier generation beside
+it under a ``-v<n>`` name; the committed files are what running complaints look like.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import asyncio
 import sys
 import tempfile
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from temporalio.client import Client, WorkflowHandle
@@ -26,10 +26,13 @@ from temporalio.testing import TimeSkippingConfig, WorkflowEnvironment
 
 from complaints.models import (
     ConsequencesPickedUpInput,
+    CorrectContactInput,
     EscalateInput,
+    LetterBouncedInput,
     LetterKind,
     MeasureInput,
     Phase,
+    ResendInput,
     ResolveInformallyInput,
     WithdrawInput,
 )
@@ -42,6 +45,7 @@ from tests.conftest import TEMPORAL_CLI, TIME_SKIPPING_FLAG, free_port
 from tests.lifecycle import (
     decide,
     engage,
+    eventually,
     give_verdict,
     start_formal,
     start_informal,
@@ -102,8 +106,53 @@ async def formal_withdrawn(env, client, settings, mail) -> WorkflowHandle:
     return handle
 
 
+async def closing_letter_bounced_and_resent(env, client, settings, mail) -> WorkflowHandle:
+    """The closing letter bounces once the complaint waits out its year; staff correct the address and
+    resend it; the run told the address continues as new (three runs)."""
+    handle = await start_informal(client, settings)
+    await started(handle)
+    first_run = (await handle.describe()).run_id
+    await handle.execute_update(ComplaintWorkflow.resolve_informally,
+                                ResolveInformallyInput(by=STAFF, note="Opgelost in een goed gesprek."))
+    [sent] = await wait_letter(mail, handle, LetterKind.INFORMAL_RESOLUTION)
+    retention_run = await eventually(lambda: _run_after(client, handle.id, first_run), what="the retention run")
+    await handle.execute_update(ComplaintWorkflow.letter_bounced, LetterBouncedInput(
+        ref="0123456789abcdef", at=datetime.now(timezone.utc), message_id=str(sent["Message-ID"]), reason="5.1.1"))
+    await handle.execute_update(ComplaintWorkflow.correct_contact,
+                                CorrectContactInput(by=STAFF, email="jan.de.vries@example.nl"))
+    await handle.execute_update(ComplaintWorkflow.resend,
+                                ResendInput(by=STAFF, kind=LetterKind.INFORMAL_RESOLUTION))
+    await wait_letter(mail, handle, LetterKind.INFORMAL_RESOLUTION, count=2)
+    await eventually(lambda: _run_after(client, handle.id, retention_run), what="a run without the address")
+    return handle
+
+
+async def closed_while_mail_server_failing(env, client, settings, mail) -> WorkflowHandle:
+    """The mail server fails when the complaint is withdrawn: the letter waits in the dossier and the
+    retention run sends it once the server works again."""
+    handle = await start_formal(client, settings)
+    await wait_letter(mail, handle, LetterKind.ACKNOWLEDGEMENT)
+    first_run = (await handle.describe()).run_id
+    mail.refuse_mail_from = "421 4.3.2 Service not available"
+    try:
+        await handle.execute_update(ComplaintWorkflow.withdraw, WithdrawInput(by=STAFF, reason="Ingetrokken."))
+        await eventually(lambda: _run_after(client, handle.id, first_run), timeout=600, interval=1,
+                         what="the retention run (after the letter's attempts)")
+    finally:
+        mail.refuse_mail_from = None
+    await env.fast_forward(handle, timedelta(minutes=11))
+    await wait_letter(mail, handle, LetterKind.WITHDRAWAL)
+    await wait_view(handle, lambda v: any(r.kind is LetterKind.WITHDRAWAL for r in v.letters))
+    return handle
+
+
+async def _run_after(client: Client, complaint_id: str, run_id: str) -> str | None:
+    current = (await client.get_workflow_handle(complaint_id).describe()).run_id
+    return current if current != run_id else None
+
+
 PATHS = [informal_resolved, formal_default_extension_then_decided, escalated_mediated_with_consequences,
-         formal_withdrawn]
+         formal_withdrawn, closing_letter_bounced_and_resent, closed_while_mail_server_failing]
 
 
 async def save_runs(client: Client, handle: WorkflowHandle, name: str) -> list[Path]:
