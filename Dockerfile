@@ -37,6 +37,8 @@ COPY activities/ activities/
 COPY starter/ starter/
 COPY devstack/ devstack/
 COPY bench/ bench/
+# Level Up's product catalogue as shipped (PRODUCT_CATALOGUE_FILE's default; mount another and set it).
+COPY examples/products.toml examples/products.toml
 # Bytecode compiled now, as root: the sandbox imports the workflow module afresh for every
 # workflow it runs, and with PYTHONDONTWRITEBYTECODE and a read-only tree each import would
 # compile the source again (a fifth of the worker's CPU in a burst; BENCHMARKS.md).

@@ -47,12 +47,15 @@ from complaints.models import (
     AnnualAnalysisInput,
     ComplaintSubmission,
     ComplaintView,
+    CompleteInput,
     LetterKind,
     Phase,
+    SetProductInput,
     StaffAction,
 )
+from complaints.products import Catalogue
 from complaints.report_format import render_text
-from dossier.audit import DossierUnavailable, read_audit, read_erasure
+from dossier.audit import DossierUnavailable, read_audit, read_erasure, read_product_texts
 from dossier.correspondence import attach_files, read_attachment, read_message, read_messages
 from infra.cli import CliError, connect_or_fail, exit_process, fail, first_line
 from infra.config import ConfigError, Settings, load_settings
@@ -173,6 +176,11 @@ ACTIONS: dict[str, Action] = {
          ("--product", "product", {"metavar": "TEXT", "help": "the product or service complained about"}),
          ("--motivation", "motivation", {"metavar": "TEXT", "help": "the complainant's motivation"})),
         lambda v: "completed" if not v.missing else f"still missing: {', '.join(v.missing)}"),
+    "set-product": Action(
+        ComplaintWorkflow.set_product,
+        "correct the catalogue's code the complainant's product was matched to (PRODUCT_CATALOGUE_FILE)",
+        (("code", "code", {"metavar": "CODE", "help": "a code of the product catalogue, or other"}),),
+        lambda v: f"product {v.product}"),
     "resend": Action(
         ComplaintWorkflow.resend,
         "send again a letter the mail server refused (to the current, corrected address)",
@@ -242,7 +250,10 @@ def _parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, parents=[common], help=action.help, description=action.help + ".")
         sub.add_argument("id", metavar="ID")
         for flag, field, kwargs in action.options:
-            sub.add_argument(flag, dest=field, **kwargs)
+            if flag.startswith("-"):
+                sub.add_argument(flag, dest=field, **kwargs)
+            else:  # a positional argument is its own destination
+                sub.add_argument(flag, **kwargs)
     return parser
 
 
@@ -290,7 +301,8 @@ def _json(value: Any) -> str:  # for programs: ISO-8601 with offset
 
 def _render(v: ComplaintView) -> str:
     d = v.deadlines
-    lines = [f"{v.complaint_id}  {v.product or '(product not yet known)'}",
+    lines = [f"{v.complaint_id}  {v.product or '(product not yet known)'}"
+             + (f' ("{v.product_text}")' if v.product_text else ""),
              f"  phase {v.phase}, outcome {v.outcome or '-'}; "
              f"{'formal' if v.formal_received_at else v.route} route, via {v.channel}",
              f"  received      {_when(v.received_at)}"
@@ -344,20 +356,40 @@ def _render_audit(trail: dict[str, Any]) -> str:
 # ------------------------------------------------------------------ commands
 
 
-async def _list(client: Client, args: argparse.Namespace) -> int:
+async def _product_texts(settings: Settings, complaint_ids: list[str]) -> dict[str, str]:
+    """The complainants' words for the products, from the dossier (nothing when it cannot be read: a
+    warning on stderr, and the list or view without them)."""
+    try:
+        async with asyncio.timeout(ERASURE_TIMEOUT):
+            return await read_product_texts(settings.database_url, complaint_ids)
+    except (DossierUnavailable, TimeoutError) as err:
+        print(f"{PROG}: warning: the complainants' words for the products are left out: "
+              f"{str(err) or 'the dossier did not answer in time'}", file=sys.stderr)
+        return {}
+
+
+async def _list(client: Client, args: argparse.Namespace, settings: Settings) -> int:
     query = "WorkflowType = 'ComplaintWorkflow'"
     if args.phase:
         query += f" AND ComplaintPhase = '{args.phase}'"  # a Phase value (argparse choices)
     if args.incomplete:
         query += " AND ComplaintIncomplete = true"
-    if not args.json:
-        print(f"{'COMPLAINT':<26}  {'PHASE':<12}  {'NEXT DEADLINE':<22}  PRODUCT")
+    rows = []
     async for wf in client.list_workflows(query):
         attrs = wf.typed_search_attributes
-        row = {"complaint_id": wf.id, "phase": attrs.get(sa.PHASE), "product": attrs.get(sa.PRODUCT),
-               "next_deadline": _iso(attrs.get(sa.NEXT_DEADLINE))}
-        print(_json(row) if args.json else f"{wf.id:<26}  {row['phase'] or '-':<12}  "
-              f"{_when(attrs.get(sa.NEXT_DEADLINE)):<22}  {(row['product'] or '-')[:60]}")
+        rows.append({"complaint_id": wf.id, "phase": attrs.get(sa.PHASE), "product": attrs.get(sa.PRODUCT),
+                     "next_deadline": attrs.get(sa.NEXT_DEADLINE)})
+    texts = await _product_texts(settings, [row["complaint_id"] for row in rows]) if args.json else {}
+    if not args.json:
+        print(f"{'COMPLAINT':<26}  {'PHASE':<12}  {'NEXT DEADLINE':<22}  PRODUCT")
+    for row in rows:
+        if args.json:
+            text = texts.get(row["complaint_id"])
+            print(_json({**row, "next_deadline": _iso(row["next_deadline"]),
+                         **({"product_text": text} if text is not None else {})}))
+        else:
+            print(f"{row['complaint_id']:<26}  {row['phase'] or '-':<12}  {_when(row['next_deadline']):<22}  "
+                  f"{(row['product'] or '-')[:60]}")
     return 0
 
 
@@ -379,7 +411,13 @@ async def _show(client: Client, args: argparse.Namespace, settings: Settings) ->
                  "closed_at": _iso(desc.close_time)}
         text = "\n".join(f"{k:<16}{v or '-'}" for k, v in shown.items())
     else:
-        shown, text = view.model_dump(), _render(view)
+        shown, text = view.model_dump(exclude={"product_is_code"}), _render(view)
+        if view.product_text is None:  # a closed complaint's run holds no personal data: the dossier's words
+            words = (await _product_texts(settings, [args.id])).get(args.id) if view.phase is not Phase.PURGED \
+                else None
+            shown["product_text"] = words
+        if shown["product_text"] is None:
+            del shown["product_text"]  # erased, or never given
     if shown["phase"] == Phase.PURGED:
         erasure, line = await _erasure(settings, args.id)
         shown, text = shown | erasure, f"{text}\n{line}"
@@ -526,7 +564,8 @@ async def _register(client: Client, args: argparse.Namespace, settings: Settings
         if args.attach:
             async with asyncio.timeout(ANSWER_TIMEOUT):
                 await attach_files(settings.database_url, complaint_id, args.attach)
-        started = await submit_complaint(client, complaint, task_queue=settings.task_queue)
+        started = await submit_complaint(client, complaint, task_queue=settings.task_queue,
+                                         catalogue=settings.product_catalogue)
     except DossierUnavailable as err:
         return _fail(1, f"{err}; nothing was registered")
     except TimeoutError:
@@ -569,7 +608,7 @@ async def _analyse(client: Client, args: argparse.Namespace, settings: Settings)
         return _fail(1, f"the analysis failed: {first_line(err.cause or err)}")
     except Exception as err:  # noqa: BLE001 - Temporal unreachable or failing: one line, never a traceback
         return _fail(1, f"{type(err).__name__}: {first_line(err)}")
-    print(_json(result.report) if args.json else render_text(result.report))
+    print(_json(result.report) if args.json else render_text(result.report, names=settings.product_catalogue.names))
     if result.mail_error:
         return _fail(1, f"report {result.report_id} is stored, but the mail to the director was refused: "
                         f"{result.mail_error}")
@@ -597,6 +636,11 @@ async def _run(args: argparse.Namespace, payload: StaffAction | ComplaintSubmiss
         settings = load_settings()
     except ConfigError as err:
         return _fail(2, str(err))
+    if isinstance(payload, StaffAction):
+        try:
+            payload = _catalogued(payload, settings.product_catalogue)
+        except ValueError as err:
+            return _fail(2, f"{args.command}: {err}")
     if args.command == "audit":  # the dossier only: no Temporal needed
         return await _audit(settings, args)
     if args.command in DOSSIER_COMMANDS:
@@ -612,7 +656,7 @@ async def _run(args: argparse.Namespace, payload: StaffAction | ComplaintSubmiss
     try:
         async with asyncio.timeout(ANSWER_TIMEOUT + 5):
             if args.command == "list":
-                return await _list(client, args)
+                return await _list(client, args, settings)
             if args.command == "show":
                 return await _show(client, args, settings)
             assert isinstance(payload, StaffAction)
@@ -629,6 +673,16 @@ async def _run(args: argparse.Namespace, payload: StaffAction | ComplaintSubmiss
                      + ("; the action may still be applied: check with show" if payload else ""))
     except Exception as err:  # noqa: BLE001 - never a traceback for users
         return _fail(1, f"{type(err).__name__}: {first_line(err)}")
+
+
+def _catalogued(payload: StaffAction, catalogue: Catalogue) -> StaffAction:
+    """A product named by staff, checked against or matched to the catalogue (ValueError names the field)."""
+    if isinstance(payload, SetProductInput) and not catalogue.knows(payload.code):
+        raise ValueError(f"CODE: {payload.code!r} is not in the product catalogue "
+                         f"(its codes: {', '.join(catalogue.codes)})")
+    if isinstance(payload, CompleteInput) and payload.product is not None:
+        return payload.model_copy(update={"product_code": catalogue.match(payload.product)})
+    return payload
 
 
 def _fail(code: int, message: str) -> int:

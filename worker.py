@@ -40,7 +40,7 @@ from activities.retention import RetentionActivities
 from complaints import search_attributes
 from complaints.calendar import WorkingDayCalendar
 from complaints.models import MailboxWorkflowInput
-from dossier.schema import apply_migrations
+from dossier.schema import apply_migrations, match_products
 from infra.config import ConfigError, Settings, load_settings
 from infra.observability import build_runtime, configure_logging
 from infra.temporal_client import connect, data_converter
@@ -90,6 +90,9 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(settings.database_url, min_size=1, max_size=settings.database_pool_size)
     async with pool.acquire() as conn:
         await apply_migrations(conn)
+        matched = await match_products(conn, settings.product_catalogue)
+    if matched:
+        log.info("products from before the catalogue matched to its codes: %d complaint(s)", matched)
     return pool
 
 
@@ -129,8 +132,8 @@ def workflow_runner() -> SandboxedWorkflowRunner:
 def build_worker(client: Client, settings: Settings, pool: asyncpg.Pool, **options: object) -> Worker:
     """The worker with every workflow and activity; ``options`` override any Worker argument."""
     calendar = CalendarActivities(WorkingDayCalendar(frozenset(settings.closure_days)))
-    dossier = DossierActivities(pool)
-    mail = MailActivities(pool, settings, LetterTemplates())
+    dossier = DossierActivities(pool, settings.product_catalogue)
+    mail = MailActivities(pool, settings, LetterTemplates(settings.product_catalogue))
     analysis = AnalysisActivities(pool, settings)
     mailbox = MailboxActivities(pool, settings, client)
     retention = RetentionActivities(pool, settings, client)

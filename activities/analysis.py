@@ -293,9 +293,11 @@ class AnalysisActivities:
         msg["Date"] = format_datetime(datetime.now(timezone.utc))
         msg["X-Report-Year"] = str(year)
         msg["X-Report-Run-Id"] = str(report_id)
-        msg.set_content(render_text(report, lang="nl") + "\n\n" + run + "\n")
+        names = self._settings.product_catalogue.names
+        msg.set_content(render_text(report, lang="nl", names=names) + "\n\n" + run + "\n")
         cid = make_msgid(f"chart.{report_id}", self._sender.domain)
-        msg.add_alternative(render_html(report, chart_cid=cid[1:-1], footer=run, lang="nl"), subtype="html")
+        msg.add_alternative(render_html(report, chart_cid=cid[1:-1], footer=run, lang="nl", names=names),
+                            subtype="html")
         msg.get_payload()[1].add_related(chart, maintype="image", subtype="png", cid=cid,
                                          filename=f"klachten-{year}.png")
         return msg

@@ -12,6 +12,8 @@ import asyncpg
 from temporalio import activity
 
 from activities.names import OPEN_DOSSIER, PURGE_DOSSIER, UPDATE_DOSSIER
+from complaints.products import EMPTY, Catalogue
+from dossier.schema import match_products
 from complaints.models import (
     DossierFacts,
     OpenDossierInput,
@@ -22,12 +24,15 @@ from complaints.models import (
 
 
 class DossierActivities:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, catalogue: Catalogue = EMPTY) -> None:
         self._pool = pool
+        #: For the product of a dossier from before the catalogue, matched when it is erased.
+        self._catalogue = catalogue
 
     @activity.defn(name=OPEN_DOSSIER)
     async def open_dossier(self, input: OpenDossierInput) -> None:
         s, c = input.submission, input.submission.complainant
+        coded = input.product_code  # None: a complaint from before the catalogue (its product is its words)
         async with self._pool.acquire() as conn, conn.transaction():
             if input.instance is not None:
                 await _set_aside_earlier(conn, input.complaint_id, input.instance)
@@ -35,13 +40,16 @@ class DossierActivities:
                 """
                 INSERT INTO complaints (complaint_id, channel, route, role, product, submitted_on,
                     received_at, phase, complainant_name, complainant_organisation, complainant_email,
-                    complainant_phone, reference, description, motivation, instance)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+                    complainant_phone, reference, description, motivation, instance, product_text,
+                    product_matched)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
                 ON CONFLICT (complaint_id) DO NOTHING
                 """,
-                input.complaint_id, s.channel.value, s.route.value, c.role.value, s.product,
+                input.complaint_id, s.channel.value, s.route.value, c.role.value,
+                s.product if coded is None else coded,
                 s.submitted_on, s.received_at, s.route.value, c.name, c.organisation, str(c.email),
                 c.phone, s.reference, s.description, s.motivation, input.instance,
+                None if coded is None else s.product, coded is not None or s.product is None,
             )
         if _count(status):
             activity.logger.info("dossier opened", extra={"route": s.route.value})
@@ -62,7 +70,9 @@ class DossierActivities:
                     verdict_at = $15, verdict_summary = CASE WHEN $21 THEN $16 ELSE verdict_summary END,
                     consequences_by = $17, closed_at = $18, purge_on = $19,
                     complainant_email = coalesce($22, complainant_email),
-                    product = coalesce($23, product),
+                    product = CASE WHEN $28 OR NOT product_matched THEN coalesce($23, product) ELSE product END,
+                    product_text = CASE WHEN $28 AND $21 THEN coalesce($29, product_text) ELSE product_text END,
+                    product_matched = product_matched OR $28,
                     complainant_organisation = coalesce($24, complainant_organisation),
                     complainant_phone = coalesce($25, complainant_phone),
                     motivation = coalesce($26, motivation),
@@ -82,7 +92,7 @@ class DossierActivities:
                 facts.contact_email, v.product,
                 *((c.organisation, c.phone, c.motivation) if (c := facts.contents) and facts.includes_personal_data
                   else (None, None, None)),
-                facts.instance,
+                facts.instance, v.product_is_code, v.product_text,
             )
             if not _count(status) and not await _ours(conn, v.complaint_id, facts.instance):
                 activity.logger.warning("dossier rows of this id belong to another complaint; not written")
@@ -105,10 +115,10 @@ class DossierActivities:
             )
             await conn.executemany(
                 """
-                INSERT INTO measures (complaint_id, sequence, recorded_at, actor, product, measure)
-                VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING
+                INSERT INTO measures (complaint_id, sequence, recorded_at, actor, product, measure, product_matched)
+                VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING
                 """,
-                [(v.complaint_id, i, m.at, m.by, v.product or UNKNOWN_PRODUCT, m.text)
+                [(v.complaint_id, i, m.at, m.by, v.product or UNKNOWN_PRODUCT, m.text, v.product_is_code)
                  for i, m in enumerate(v.measures, 1)],
             )
         if _count(status):  # not when a newer state was already written
@@ -117,14 +127,16 @@ class DossierActivities:
     @activity.defn(name=PURGE_DOSSIER)
     async def purge_dossier(self, input: PurgeDossierInput) -> PurgeResult:
         """Erase the personal data; keep the anonymous facts the yearly analysis needs (:func:`erase`)."""
-        return await erase(self._pool, input.complaint_id, ERASURE_REASON, input.instance)
+        return await erase(self._pool, input.complaint_id, ERASURE_REASON, self._catalogue, input.instance)
 
 
-async def erase(pool: asyncpg.Pool, cid: str, reason: str, instance: str | None = None) -> PurgeResult:
+async def erase(pool: asyncpg.Pool, cid: str, reason: str, catalogue: Catalogue,
+                instance: str | None = None) -> PurgeResult:
     """Erase one complaint's personal data from the dossier, once.
 
     One transaction erases the personal columns, the letters' recipients, bodies and SMTP errors
     (which can quote the address), the history notes, the mails about it and their attachments
+    (the product keeps its catalogue code; a dossier from before the catalogue gets it now)
     (bytes, sender, subject, file names), writes the erasure record (what was erased, when and why;
     no personal data) and the ``purged`` event (without a note: no event keeps one). A second
     erasure finds the record and returns it, writing nothing. With ``instance``, only that complaint's
@@ -141,6 +153,7 @@ async def erase(pool: asyncpg.Pool, cid: str, reason: str, instance: str | None 
         done = await conn.fetchrow("SELECT * FROM erasures WHERE complaint_id = $1", cid)
         if done is not None:
             return _erasure(done)
+        await match_products(conn, catalogue, cid)  # a product from before the catalogue: its code stays
         erased_at = await conn.fetchval(
             "UPDATE complaints SET " + ", ".join(f"{c} = NULL" for c in PERSONAL_COLUMNS) + ","
             " phase = 'purged', purged_at = coalesce(purged_at, $2), updated_at = now()"
@@ -205,7 +218,7 @@ async def _ours(conn: asyncpg.Connection, cid: str, instance: str | None) -> boo
 #: The dossier's columns that hold personal data, erased when the retention year ends.
 PERSONAL_COLUMNS = ("complainant_name", "complainant_organisation", "complainant_email", "complainant_phone",
                     "reference", "description", "motivation", "decision_motivation", "mediator",
-                    "verdict_summary")
+                    "verdict_summary", "product_text")
 ERASURE_REASON = "retention year ended"
 #: The product of a complaint that came by mail without naming one (until it is filled in).
 UNKNOWN_PRODUCT = "unknown"

@@ -14,6 +14,7 @@ from complaints import terms
 from complaints.contents import ASKED_AS, label
 from complaints.calendar import dutch_long_date
 from complaints.models import AlertKind, LetterKind, MailboxAlertInput, Outcome, Phase, SendAlertInput, SendLetterInput
+from complaints.products import EMPTY, Catalogue
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 
@@ -56,9 +57,14 @@ class Rendered:
 
 
 class LetterTemplates:
-    """Reads each template once; renders a letter from a :class:`SendLetterInput`."""
+    """Reads each template once; renders a letter from a :class:`SendLetterInput`.
 
-    def __init__(self, directory: Path = TEMPLATE_DIR) -> None:
+    A letter names the product as the catalogue does when it knows the product, else in the
+    complainant's own words.
+    """
+
+    def __init__(self, catalogue: Catalogue = EMPTY, directory: Path = TEMPLATE_DIR) -> None:
+        self._catalogue = catalogue
         self._templates: dict[LetterKind, tuple[str, Template]] = {}
         for kind in LetterKind:
             text = (directory / f"{kind.value}.txt").read_text(encoding="utf-8")
@@ -78,7 +84,7 @@ class LetterTemplates:
             terms.template_values(),
             complaint_id=letter.complaint_id,
             name=letter.recipient.name,
-            about_product=f' over "{letter.product}"' if letter.product else "",
+            about_product=f' over "{product}"' if (product := self._product(letter)) else "",
             missing_section=missing_section(letter.missing),
             submitted_on=dutch_long_date(letter.submitted_on),
             received_on=dutch_long_date(letter.received_at),
@@ -91,6 +97,10 @@ class LetterTemplates:
             consequences_section=consequences,
         )
         return Rendered(subject=f"{subject} (klacht {letter.complaint_id})", body=body)
+
+
+    def _product(self, letter: SendLetterInput) -> str | None:
+        return self._catalogue.name(letter.product_code) or letter.product
 
 
 def missing_section(missing: list[str]) -> str:

@@ -185,14 +185,16 @@ class MailboxActivities:
             await self._store(mail, info, input, None, "ignored", reason)
             return MailProcessed(outcome=MailOutcome.IGNORED), "machine"
         submission = self._submission(mail, info)
-        started = await _retryable(submit_complaint(self._client, submission, task_queue=self._settings.task_queue))
+        started = await _retryable(submit_complaint(self._client, submission, task_queue=self._settings.task_queue,
+                                                    catalogue=self._settings.product_catalogue))
         key = _key(mail)
         if started.conflict:
             # Another complaint already has this Message-ID (a sender that reuses it): this mail is known
             # by the hash of its bytes instead, as a mail without a Message-ID is.
             key = "sha256:" + mail.sha256
             started = await _retryable(submit_complaint(
-                self._client, submission.model_copy(update={"reference": key}), task_queue=self._settings.task_queue))
+                self._client, submission.model_copy(update={"reference": key}), task_queue=self._settings.task_queue,
+                catalogue=self._settings.product_catalogue))
         await self._store(mail, info, input, started.complaint_id, "complaint", None, key=key)
         return MailProcessed(outcome=MailOutcome.COMPLAINT, complaint_id=started.complaint_id,
                              created=started.created), "complaint"
@@ -285,6 +287,7 @@ class MailboxActivities:
             phone=_valid(_PHONE, single_line(fields.get("phone", ""))),
             product=_valid(_SINGLE_LINE, single_line(fields.get("product", ""))),
             motivation=_valid(_TEXT, fields.get("motivation", "")))
+        contents.product_code = self._settings.product_catalogue.match(contents.product)
         return contents if contents.given() else None
 
     def _submission(self, mail: ReadMail, info: MailInfo) -> ComplaintSubmission:

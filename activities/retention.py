@@ -60,7 +60,7 @@ class RetentionActivities:
                 left += 1
                 continue
             await erase(self._pool, complaint_id, f"{ERASURE_REASON}; erased by the daily sweep: its workflow "
-                                                  f"is {workflow}")
+                                                  f"is {workflow}", self._settings.product_catalogue)
             erased.append(SweptDossier(complaint_id=complaint_id, workflow=workflow))
             activity.heartbeat(len(erased))
         done = await self._pool.fetchrow(

@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from complaints.calendar import end_of_day, local_date
+from complaints.products import CODE as _PRODUCT_CODE
 from complaints.terms import INTAKE_LOOKBACK
 
 # --------------------------------------------------------------------------- enums
@@ -84,6 +85,12 @@ class LetterKind(StrEnum):
     VERDICT = "verdict"
     INFORMAL_RESOLUTION = "informal-resolution"
     WITHDRAWAL = "withdrawal"
+
+
+#: The letters a complaint closes with (its outcome, written and motivated): one that did not go out can
+#: still be corrected and sent while the complaint is kept in the dossier.
+CLOSING_LETTERS = frozenset({LetterKind.INFORMAL_RESOLUTION, LetterKind.WITHDRAWAL, LetterKind.DECISION,
+                             LetterKind.VERDICT})
 
 
 class AlertKind(StrEnum):
@@ -182,6 +189,8 @@ def _no_control(value: Any) -> Any:
     return value
 
 
+#: A code of the product catalogue (complaints/products.py): lower-case letters, digits and dashes.
+ProductCode = Annotated[str, Field(pattern=f"^{_PRODUCT_CODE.pattern}$", max_length=MAX_LINE)]
 Email = Annotated[EmailStr, BeforeValidator(_no_control), Field(max_length=254), AfterValidator(_deliverable_address)]
 
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -303,6 +312,8 @@ class Contents(_Model):
     phone: Phone | None = None
     product: SingleLine | None = None
     motivation: Text | None = None
+    #: The catalogue's code for ``product``, matched by whoever read the text (admin.py, the mailbox).
+    product_code: ProductCode | None = None
 
     def given(self) -> list[str]:
         return [name for name in MISSING_CAN_BE if getattr(self, name) is not None]
@@ -334,6 +345,8 @@ class ComplaintWorkflowInput(_Model):
 
     submission: ComplaintSubmission | None = None
     retained: RetainedComplaint | None = None
+    #: The catalogue's code for the submission's product, matched at intake (intake/start.py).
+    product_code: ProductCode | None = None
 
     @model_validator(mode="after")
     def _one_of(self) -> ComplaintWorkflowInput:
@@ -407,6 +420,12 @@ class CorrectContactInput(StaffAction):
     email: Email
 
 
+class SetProductInput(StaffAction):
+    """Correct the catalogue code the complainant's words were matched to (``admin.py set-product``)."""
+
+    code: ProductCode
+
+
 class ResendInput(StaffAction):
     """Send again a letter the mail server refused, to the (corrected) address."""
 
@@ -423,7 +442,7 @@ class CompleteInput(StaffAction, Contents):
         return self
 
     def contents(self) -> Contents:
-        return Contents.model_validate(self.model_dump(include=set(MISSING_CAN_BE)))
+        return Contents.model_validate(self.model_dump(include={*MISSING_CAN_BE, "product_code"}))
 
 
 # ---------------------------------------------------------- mail about a complaint (updates)
@@ -533,7 +552,12 @@ class ComplaintView(_Model):
     outcome: Outcome | None = None
     route: Route
     channel: Channel
+    #: The product's catalogue code (complaints/products.py); in complaints started before the
+    #: catalogue (``product_is_code`` false) the complainant's words.
     product: str | None
+    #: The complainant's words for the product (personal data: not in the anonymous view).
+    product_text: str | None = None
+    product_is_code: bool = False
     received_at: AwareDatetime
     formal_received_at: AwareDatetime | None = None
     #: Minimum contents still missing (``MISSING_CAN_BE``), e.g. ``["phone", "motivation"]``.
@@ -581,6 +605,8 @@ class PlannedDeadline(_Model):
 class OpenDossierInput(_Model):
     complaint_id: str
     submission: ComplaintSubmission
+    #: The catalogue's code for the submission's product (None: before the catalogue, or no product).
+    product_code: str | None = None
     #: Which complaint of this id: its workflow's first run id (the id may be used again once an erased
     #: complaint's history is gone; each keeps its own dossier rows and letters). None: before this existed.
     instance: str | None = None
@@ -638,7 +664,10 @@ class SendLetterInput(_Model):
     kind: LetterKind
     sequence: int
     recipient: Recipient
+    #: The complainant's words for the product, and its catalogue code (a letter prints the catalogue's
+    #: name for a product it names, else the complainant's words).
     product: str | None
+    product_code: str | None = None
     submitted_on: date
     received_at: AwareDatetime
     acknowledge_by: AwareDatetime | None = None

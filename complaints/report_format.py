@@ -8,7 +8,7 @@ only lays it out. The terms its labels state come from complaints/terms.py.
 from __future__ import annotations
 
 from html import escape
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 from complaints.terms import ACKNOWLEDGE_WITHIN, CONSEQUENCES_WITHIN, JUDGE_MEASURE_AFTER, MEASURE_WINDOW
 
@@ -72,12 +72,14 @@ def _effective(measure: dict[str, Any], lang: Lang) -> str:
     return _t("too_early", lang) if effective is None else _t("yes" if effective else "no", lang)
 
 
-def _sections(report: dict[str, Any], lang: Lang) -> list[tuple[str, list[tuple[str, str]]]]:
+def _sections(report: dict[str, Any], lang: Lang, names: Mapping[str, str]) -> list[tuple[str, list[tuple[str, str]]]]:
     """(heading, [(label, value), ...]) for everything but the measures."""
     sections = [(_t("received", lang), [(_t("total", lang), str(report["total"]))])]
     for key in ("by_route", "by_channel", "by_product", "by_outcome"):
         counts = sorted(report[key].items(), key=lambda kv: (-kv[1], kv[0]))
-        sections.append((_t(key, lang), [(name, str(n)) for name, n in counts] or [(_t("none", lang), "")]))
+        label = (lambda code: names.get(code, code)) if key == "by_product" else str
+        sections.append((_t(key, lang), [(label(name), str(n)) for name, n in counts]
+                         or [(_t("none", lang), "")]))
     procedure = [(_t(k, lang), _ratio(report[k], lang)) if isinstance(report[k], dict) else
                  (_t(k, lang), str(report[k]))
                  for k in ("acknowledged_on_time", "decided_within_term", "consequences_on_time",
@@ -86,11 +88,12 @@ def _sections(report: dict[str, Any], lang: Lang) -> list[tuple[str, list[tuple[
     return sections + [(_t("procedure", lang), procedure)]
 
 
-def render_text(report: dict[str, Any], lang: Lang = "en") -> str:
-    """The report as an aligned text table."""
+def render_text(report: dict[str, Any], lang: Lang = "en", names: Mapping[str, str] | None = None) -> str:
+    """The report as an aligned text table; ``names``: the catalogue's name of each product code."""
+    names = names or {}
     title = _t("title", lang).format(year=report["year"])
     lines = [title, "=" * len(title)]
-    sections = _sections(report, lang)
+    sections = _sections(report, lang, names)
     width = max(len(label) for _, rows in sections for label, _ in rows)
     value_width = max(len(value) for _, rows in sections for _, value in rows)
     for heading, rows in sections:
@@ -100,12 +103,13 @@ def render_text(report: dict[str, Any], lang: Lang = "en") -> str:
     if not measures:
         lines.append(f"  {_t('no_measures', lang)}")
     else:
-        product_width = max(len(_t("product", lang)), *(len(m["product"]) for m in measures))
+        product_width = max(len(_t("product", lang)), *(len(names.get(m["product"], m["product"])) for m in measures))
         head = (f"  {_t('recorded_on', lang):<10}  {_t('product', lang):<{product_width}}  "
                 f"{_t('before', lang):>6}  {_t('after', lang):>6}  {_t('effective', lang)}")
         lines.append(head.upper())
         for m in measures:
-            lines.append(f"  {m['recorded_on']:<10}  {m['product']:<{product_width}}  {m['complaints_before']:>6}  "
+            product = names.get(m["product"], m["product"])
+            lines.append(f"  {m['recorded_on']:<10}  {product:<{product_width}}  {m['complaints_before']:>6}  "
                          f"{m['complaints_after']:>6}  {_effective(m, lang)}")
             lines.append(f"  {'':<10}  {_t('measure', lang)}: {m['measure']}")
     return "\n".join(lines)
@@ -117,15 +121,17 @@ _NUM = 'style="padding:3px 0 3px 12px;border-bottom:1px solid #eee;text-align:ri
 
 
 def render_html(report: dict[str, Any], chart_cid: str | None = None, footer: str = "",
-                lang: Lang = "nl") -> str:
-    """The report as an HTML page; ``chart_cid`` shows the chart (a ``cid:`` image) under the title."""
+                lang: Lang = "nl", names: Mapping[str, str] | None = None) -> str:
+    """The report as an HTML page; ``chart_cid`` shows the chart (a ``cid:`` image) under the title;
+    ``names``: the catalogue's name of each product code."""
+    names = names or {}
     title = escape(_t("title", lang).format(year=report["year"]))
     parts = [f'<!DOCTYPE html><html lang="{lang}"><head><meta charset="utf-8"><title>{title}</title></head>',
              '<body style="font-family:Arial,Helvetica,sans-serif;font-size:14px;color:#222">',
              f"<h1 style=\"font-size:20px\">{title}</h1>"]
     if chart_cid:
         parts.append(f'<p><img src="cid:{escape(chart_cid)}" alt="{escape(title)}" width="880"></p>')
-    for heading, rows in _sections(report, lang):
+    for heading, rows in _sections(report, lang, names):
         parts.append(f'<h2 style="font-size:16px">{escape(heading)}</h2><table {_TABLE}>')
         parts += [f"<tr><td {_TD}>{escape(label)}</td><td {_NUM}>{escape(value)}</td></tr>" for label, value in rows]
         parts.append("</table>")
@@ -139,7 +145,8 @@ def render_html(report: dict[str, Any], chart_cid: str | None = None, footer: st
         parts.append(f"<table {_TABLE}><tr>{head}</tr>")
         for m in report["measures"]:
             parts.append(
-                f"<tr><td {_TD}>{escape(m['recorded_on'])}</td><td {_TD}>{escape(m['product'])}</td>"
+                f"<tr><td {_TD}>{escape(m['recorded_on'])}</td>"
+                f"<td {_TD}>{escape(names.get(m['product'], m['product']))}</td>"
                 f"<td {_TD}>{escape(m['measure'])}</td><td {_NUM}>{m['complaints_before']}</td>"
                 f"<td {_NUM}>{m['complaints_after']}</td><td {_TD}>{escape(_effective(m, lang))}</td></tr>")
         parts.append("</table>")

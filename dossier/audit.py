@@ -49,6 +49,16 @@ async def read_erasure(database_url: str, complaint_id: str) -> Row | None:
         return await _erasure(conn, complaint_id)
 
 
+async def read_product_texts(database_url: str, complaint_ids: list[str]) -> dict[str, str]:
+    """The complainant's words for the product, by complaint (none once erased; ``show``, ``list``)."""
+    if not complaint_ids:
+        return {}
+    async with connection(database_url) as conn:
+        rows = await conn.fetch("SELECT complaint_id, product_text FROM complaints"
+                                " WHERE complaint_id = ANY($1::text[]) AND product_text IS NOT NULL", complaint_ids)
+    return {row["complaint_id"]: row["product_text"] for row in rows}
+
+
 async def _erasure(conn: asyncpg.Connection, complaint_id: str) -> Row | None:
     if not await conn.fetchval("SELECT to_regclass('erasures') IS NOT NULL"):  # migration 2 not applied yet
         return None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncpg
 
+from complaints.products import Catalogue
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: the dossier
     """
@@ -237,7 +239,42 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE letters ADD COLUMN envelope jsonb;
     """,
+    # 9: products by catalogue code (complaints/products.py): the complainant's words kept apart (personal
+    # data, erased); rows from before the catalogue hold the words in product until they are matched
+    # (match_products, by the worker at start and by the erasure)
+    """
+    ALTER TABLE complaints ADD COLUMN product_text text,
+        ADD COLUMN product_matched boolean NOT NULL DEFAULT false;
+    ALTER TABLE measures ADD COLUMN product_matched boolean NOT NULL DEFAULT false;
+    CREATE INDEX complaints_product_unmatched ON complaints (product) WHERE NOT product_matched;
+    """,
 )
+
+async def match_products(conn: asyncpg.Connection, catalogue: Catalogue, complaint_id: str | None = None) -> int:
+    """Give every product from before the catalogue its code (one complaint's, or all); returns how many
+    complaints got one.
+
+    Such a row holds the complainant's words in ``product``: they move to ``product_text`` (personal
+    data, so only while the dossier is not erased) and ``product`` becomes the catalogue's code, in
+    the complaint and in its measures.
+    """
+    # $1: the complaint, or NULL for all of them.
+    which = "($1::text IS NULL OR complaint_id = $1)"
+    texts = {r["product"] for table in ("complaints", "measures") for r in await conn.fetch(
+        f"SELECT DISTINCT product FROM {table} WHERE NOT product_matched AND product IS NOT NULL AND {which}",
+        complaint_id)}
+    matched = 0
+    for text in sorted(texts):
+        code = catalogue.match(text)
+        status = await conn.execute(
+            "UPDATE complaints SET product = $3, product_matched = true,"
+            f" product_text = CASE WHEN purged_at IS NULL THEN $2 END WHERE NOT product_matched AND product = $2"
+            f" AND {which}", complaint_id, text, code)
+        matched += int(status.split()[-1])
+        await conn.execute("UPDATE measures SET product = $3, product_matched = true"
+                           f" WHERE NOT product_matched AND product = $2 AND {which}", complaint_id, text, code)
+    return matched
+
 
 _LOCK_KEY = 0x4C55_434F  # "LUCO": one migrator at a time across workers
 

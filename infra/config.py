@@ -15,11 +15,16 @@ from pathlib import Path
 from typing import Literal, Mapping
 from urllib.parse import unquote, urlsplit
 
+from complaints.products import Catalogue, CatalogueError, load_catalogue
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEV_DATA_DIR = REPO_ROOT / ".data"
 
 #: Where ``make run`` keeps its development encryption key (created on first start).
 DEV_KEYS_FILE = DEV_DATA_DIR / "encryption-keys"
+
+#: Level Up's product catalogue as shipped (``PRODUCT_CATALOGUE_FILE`` names another).
+DEFAULT_CATALOGUE_FILE = REPO_ROOT / "examples" / "products.toml"
 
 #: Port of the dev stack's embedded PostgreSQL (``make run``).
 DEV_POSTGRES_PORT = 55432
@@ -33,6 +38,32 @@ DEFAULT_OTEL_SERVICE_NAME = "level-up-complaints"
 
 class ConfigError(ValueError):
     """A configuration value is missing or malformed; the message names the variable."""
+
+
+def default_catalogue() -> Catalogue:
+    """The shipped catalogue (``examples/products.toml``); read once per process."""
+    global _DEFAULT_CATALOGUE
+    if _DEFAULT_CATALOGUE is None:
+        _DEFAULT_CATALOGUE = _catalogue(DEFAULT_CATALOGUE_FILE)
+    return _DEFAULT_CATALOGUE
+
+
+_DEFAULT_CATALOGUE: Catalogue | None = None
+
+
+def configured_catalogue(env: Mapping[str, str] | None = None) -> Catalogue:
+    """The catalogue ``PRODUCT_CATALOGUE_FILE`` names in ``env`` (default: the process environment), else
+    the shipped one: for callers without settings (an intake service calling ``submit_complaints``)."""
+    env = os.environ if env is None else env
+    path = _given(env, "PRODUCT_CATALOGUE_FILE")
+    return default_catalogue() if path is None else _catalogue(Path(path))
+
+
+def _catalogue(path: Path) -> Catalogue:
+    try:
+        return load_catalogue(path)
+    except CatalogueError as err:
+        raise ConfigError(f"PRODUCT_CATALOGUE_FILE: {path}: {err}") from None
 
 
 @dataclass(frozen=True)
@@ -114,6 +145,9 @@ class Settings:
     database_pool_size: int = 10
     #: The info@ mailbox the worker reads (``MAILBOX_URL``); None: no mailbox.
     mailbox: MailboxSettings | None = None
+    #: The product catalogue (``PRODUCT_CATALOGUE_FILE``, complaints/products.py); default: Level Up's,
+    #: as shipped in examples/products.toml.
+    product_catalogue: Catalogue = field(default_factory=default_catalogue, repr=False)
 
 
 def _closure_days(raw: str) -> tuple[date, ...]:
@@ -379,6 +413,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                        ("CODEC_SERVER_TOKEN", "codec_token")]:
         if env.get(name):
             values[attr] = env[name]
+    if _given(env, "PRODUCT_CATALOGUE_FILE") is not None:
+        values["product_catalogue"] = configured_catalogue(env)
     return Settings(
         closure_days=_closure_days(env.get("COMPANY_CLOSURE_DAYS", "")),
         mailbox=_mailbox(env),

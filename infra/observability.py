@@ -175,7 +175,10 @@ def describe_exception(exc: BaseException) -> str:
 
 def _safe_detail(exc: BaseException) -> str:
     if isinstance(exc, ApplicationError):
-        return f" (type {exc.type}{', non-retryable' if exc.non_retryable else ''})"
+        # The mail activities' failures carry the SMTP code they answer (never the reply's text).
+        code = getattr(exc, "code", None)
+        return (f" (type {exc.type}{', non-retryable' if exc.non_retryable else ''}"
+                f"{f', SMTP {code}' if isinstance(code, int) else ''})")
     if isinstance(exc, RPCError):
         return f" ({exc.status.name})"
     if type(exc).__module__.startswith("aiosmtplib"):

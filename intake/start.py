@@ -22,6 +22,8 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from complaints import search_attributes as sa
 from complaints.ids import complaint_id_for, fingerprint
+from complaints.products import Catalogue
+from infra.config import configured_catalogue
 from complaints.models import ComplaintResult, ComplaintSubmission, ComplaintWorkflowInput, Phase, Route
 
 #: The complaint workflow's type (workflows/complaint.py; tests/test_mailbox_processing.py checks).
@@ -41,27 +43,33 @@ class SubmitResult:
 
 
 async def submit_complaint(client: Client, complaint: ComplaintSubmission, *, task_queue: str,
-                           now: datetime | None = None) -> SubmitResult:
-    """Start the complaint's workflow; ``created`` is False when it already existed."""
+                           catalogue: Catalogue | None = None, now: datetime | None = None) -> SubmitResult:
+    """Start the complaint's workflow; ``created`` is False when it already existed.
+
+    The complainant's words for the product are matched to the ``catalogue`` here (default: the one
+    ``PRODUCT_CATALOGUE_FILE`` names, else Level Up's as shipped): the workflow, its search attribute
+    and its summary get the code, never the words.
+    """
     complaint_id = complaint_id_for(complaint)
+    product = (catalogue or configured_catalogue()).match(complaint.product)
     if complaint.received_at is None:
         complaint = complaint.model_copy(update={"received_at": now or datetime.now(timezone.utc)})
     phase = Phase.FORMAL if complaint.route is Route.FORMAL else Phase.INFORMAL
     attributes = [SearchAttributePair(sa.PHASE, phase.value), SearchAttributePair(sa.ROUTE, complaint.route.value)]
-    if complaint.product is not None:
-        attributes.append(SearchAttributePair(sa.PRODUCT, complaint.product))
+    if product is not None:
+        attributes.append(SearchAttributePair(sa.PRODUCT, product))
     mine = fingerprint(complaint)
     try:
         await client.start_workflow(
             COMPLAINT_WORKFLOW,
-            ComplaintWorkflowInput(submission=complaint),
+            ComplaintWorkflowInput(submission=complaint, product_code=product),
             id=complaint_id,
             task_queue=task_queue,
             result_type=ComplaintResult,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             search_attributes=TypedSearchAttributes(attributes),
-            static_summary=f"Complaint {complaint_id}: {complaint.product or 'product not yet known'} "
+            static_summary=f"Complaint {complaint_id}: {product or 'product not yet known'} "
                            f"({complaint.route.value})",
             memo={FINGERPRINT: mine},
         )

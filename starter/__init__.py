@@ -26,6 +26,7 @@ from typing import Any
 from temporalio.client import Client
 
 from complaints.models import ComplaintSubmission
+from complaints.products import Catalogue
 from infra.config import load_settings
 from infra.temporal_client import connect
 from intake.start import SubmitResult, submit_complaint
@@ -102,13 +103,14 @@ def parse_complaints(data: bytes | str, now: datetime | None = None) -> list[Com
 
 
 async def submit_complaints(client: Client, complaints: list[ComplaintSubmission], *, task_queue: str,
-                            concurrency: int = 32) -> list[SubmitResult]:
-    """Start all complaints (in parallel, bounded); results in the input's order."""
+                            concurrency: int = 32, catalogue: Catalogue | None = None) -> list[SubmitResult]:
+    """Start all complaints (in parallel, bounded); results in the input's order. ``catalogue``: the
+    product catalogue to match products with (default: ``PRODUCT_CATALOGUE_FILE``'s, else Level Up's)."""
     gate = asyncio.Semaphore(concurrency)
     now = datetime.now(timezone.utc)
 
     async def one(complaint: ComplaintSubmission) -> SubmitResult:
         async with gate:
-            return await submit_complaint(client, complaint, task_queue=task_queue, now=now)
+            return await submit_complaint(client, complaint, task_queue=task_queue, catalogue=catalogue, now=now)
 
     return list(await asyncio.gather(*(one(c) for c in complaints)))

@@ -55,7 +55,8 @@ async def _submit(data: bytes, as_json: bool) -> int:
     except CliError as err:
         return fail(PROG, err.code, err.message)
     try:
-        results = await submit_complaints(client, complaints, task_queue=settings.task_queue)
+        results = await submit_complaints(client, complaints, task_queue=settings.task_queue,
+                                          catalogue=settings.product_catalogue)
     except Exception as err:  # noqa: BLE001
         return fail(PROG, 1, f"submitting failed: {first_line(err)} (submitting again is safe: "
                              "complaints already started are not started twice)")

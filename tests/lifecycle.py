@@ -93,7 +93,8 @@ async def start_complaint(client: Client, settings: Settings, **overrides: Any) 
     data = complaint_json(**overrides)
     data["reference"] = f"<{uuid.uuid4()}@lifecycle.test>"
     submission = ComplaintSubmission.model_validate(data)
-    result = await submit_complaint(client, submission, task_queue=settings.task_queue)
+    result = await submit_complaint(client, submission, task_queue=settings.task_queue,
+                                    catalogue=settings.product_catalogue)
     assert result.created
     return client.get_workflow_handle_for(ComplaintWorkflow.run, result.complaint_id)
 

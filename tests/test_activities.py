@@ -34,7 +34,7 @@ from complaints.models import (
 )
 from devstack.smtp import MailCatcher
 from dossier.schema import apply_migrations
-from infra.config import Settings
+from infra.config import Settings, default_catalogue
 from tests.conftest import free_port
 from tests.factories import complaint_json
 
@@ -54,9 +54,9 @@ def submission() -> ComplaintSubmission:
 
 @pytest.fixture
 async def dossier(pool: asyncpg.Pool, complaint_id: str, submission: ComplaintSubmission) -> DossierActivities:
-    activities = DossierActivities(pool)
-    await ActivityEnvironment().run(activities.open_dossier,
-                                    OpenDossierInput(complaint_id=complaint_id, submission=submission))
+    activities = DossierActivities(pool, default_catalogue())
+    await ActivityEnvironment().run(activities.open_dossier, OpenDossierInput(
+        complaint_id=complaint_id, submission=submission, product_code="training-agile"))
     return activities
 
 
@@ -144,7 +144,7 @@ async def test_smtp_down_is_a_retryable_error_and_nothing_is_marked_sent(
 async def test_alerts_go_to_the_director_once_without_personal_data(
         pool, settings, mail, dossier, complaint_id) -> None:
     alert = SendAlertInput(complaint_id=complaint_id, kind=AlertKind.ACKNOWLEDGEMENT_OVERDUE, sequence=1,
-                           product="Training Agile", phase=Phase.FORMAL,
+                           product="training-agile", phase=Phase.FORMAL,
                            deadline=datetime(2026, 4, 30, 21, 59, 59, tzinfo=timezone.utc))
     activities = mailer(pool, settings)
     await ActivityEnvironment().run(activities.send_alert, alert)
@@ -171,7 +171,8 @@ async def test_non_ascii_names_are_encoded_in_headers(pool, settings, mail, doss
 async def test_the_dossier_keeps_the_newest_state_and_purging_erases_personal_data(
         pool, dossier, complaint_id, submission) -> None:
     view = ComplaintView(complaint_id=complaint_id, phase=Phase.CLOSED, outcome=Outcome.WITHDRAWN,
-                         route=submission.route, channel=submission.channel, product=submission.product,
+                         route=submission.route, channel=submission.channel, product="training-agile",
+                         product_text=submission.product, product_is_code=True,
                          received_at=RECEIVED, closed_at=RECEIVED + timedelta(days=3))
     env = ActivityEnvironment()
     await env.run(dossier.update_dossier, DossierFacts(version=5, view=view))
@@ -185,9 +186,9 @@ async def test_the_dossier_keeps_the_newest_state_and_purging_erases_personal_da
     assert first.purged_at == again.purged_at
     row = await pool.fetchrow("SELECT * FROM complaints WHERE complaint_id = $1", complaint_id)
     for personal in ("complainant_name", "complainant_organisation", "complainant_email",
-                     "complainant_phone", "description", "motivation", "reference"):
+                     "complainant_phone", "description", "motivation", "reference", "product_text"):
         assert row[personal] is None, personal
-    assert (row["product"], row["outcome"], row["phase"]) == ("Training Agile", "withdrawn", "purged")
+    assert (row["product"], row["outcome"], row["phase"]) == ("training-agile", "withdrawn", "purged")
     assert row["received_at"] == RECEIVED
 
 
@@ -208,7 +209,8 @@ async def test_purging_keeps_one_erasure_record_and_one_purged_event_without_per
     first = await env.run(dossier.purge_dossier, PurgeDossierInput(complaint_id=complaint_id))
     assert first.erased_at == first.purged_at
     assert first.fields == ["complainant_name", "complainant_organisation", "complainant_email",
-                            "complainant_phone", "reference", "description", "motivation", "decision_motivation"]
+                            "complainant_phone", "reference", "description", "motivation", "decision_motivation",
+                            "product_text"]
     assert (first.letters_erased, first.notes_erased, first.reason) == (1, 2, "retention year ended")
 
     # A retried purge returns the same record and writes nothing new.

@@ -85,7 +85,7 @@ async def test_show_json_and_text(client, settings, worker, cli):
             "acknowledged_at", "letters", "alerts", "measures", "history"} <= shown.keys()
     assert shown["complaint_id"] == cid
     assert (shown["phase"], shown["outcome"], shown["route"], shown["channel"]) == ("formal", None, "formal", "email")
-    assert shown["product"] == "Training Agile"
+    assert (shown["product"], shown["product_text"]) == ("training-agile", "Training Agile")
     aware(shown["received_at"])
     aware(shown["acknowledged_at"])
     deadlines = shown["deadlines"]
@@ -290,7 +290,7 @@ async def test_show_completed_complaint_without_worker(client, settings, cli):
     cid = await submit(client, idle)
     await client.get_workflow_handle(cid).terminate(reason="test")
     shown = (await cli("show", cid, "--json")).json()
-    assert (shown["complaint_id"], shown["phase"], shown["product"]) == (cid, "formal", "Training Agile")
+    assert (shown["complaint_id"], shown["phase"], shown["product"]) == (cid, "formal", "training-agile")
     assert shown["workflow_status"] == "terminated"
 
 
@@ -360,8 +360,8 @@ async def test_list_by_phase(client, settings, worker, cli):
     assert informal not in {r["complaint_id"] for r in rows}
     assert {r["phase"] for r in rows} == {"formal"}
     [mine] = [r for r in rows if r["complaint_id"] == formal]
-    assert set(mine) == {"complaint_id", "phase", "product", "next_deadline"}
-    assert mine["product"] == "Training Agile"
+    assert set(mine) == {"complaint_id", "phase", "product", "product_text", "next_deadline"}
+    assert (mine["product"], mine["product_text"]) == ("training-agile", "Training Agile")
     assert mine["next_deadline"] is None or aware(mine["next_deadline"])
 
     table = await cli("list")

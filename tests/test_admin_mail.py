@@ -103,5 +103,5 @@ async def test_complete_fills_in_what_a_mailed_complaint_lacked_and_list_incompl
                            "Geld terug.")
     assert done.code == 0 and "completed" in done.out
     view = await status(handle)
-    assert view.missing == [] and view.product == "Training Agile"
+    assert view.missing == [] and (view.product, view.product_text) == ("training-agile", "Training Agile")
     assert [h.by for h in view.history if h.action == "complete"] == ["tester", "tester"]

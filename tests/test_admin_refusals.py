@@ -55,6 +55,7 @@ FITS_PHASE: dict[str, set[str]] = {
     "correct-contact": OPEN | {"closed"},  # closed: only for a letter that did not go out
     "resend": OPEN | {"closed"},
     "complete": OPEN,
+    "set-product": OPEN | {"closed"},
 }
 #: Valid arguments for each command, so that only the complaint's state can refuse it.
 ARGS: dict[str, list[str]] = {
@@ -71,6 +72,7 @@ ARGS: dict[str, list[str]] = {
     "correct-contact": ["--email", "jan.devries@example.nl"],
     "resend": ["--kind", LetterKind.DECISION.value],  # no letter was refused: there is nothing to resend
     "complete": ["--phone", "06 12345678"],
+    "set-product": ["coaching"],
 }
 #: The complaints this test walks: label -> phase.
 STATES = {"informal": "informal", "formal": "formal", "decided": "decided", "mediation": "mediation",
@@ -87,7 +89,7 @@ def refusal(command: str, state: str) -> str | None:
     if command == "verdict" and state == "mediation":
         return "engage the independent mediator first"
     if command in ("correct-contact", "resend") and phase == "closed":
-        return f"{command} is not possible in phase closed: every letter was delivered"
+        return f"{command} is not possible in phase closed: its closing letter was delivered"
     if command == "resend":
         return "no undelivered decision letter to send again"
     return None

@@ -54,8 +54,9 @@ YEAR = 2019
 AS_OF = datetime(2020, 1, 15, 6, 0, tzinfo=AMS)
 TOO_EARLY = "fewer than 90 days since the measure: too early to judge"
 SUFFIX = uuid.uuid4().hex[:8]
-AGILE, COACHING, SCRUM, LEAN = (f"{name} {SUFFIX}" for name in
-                                ("Training Agile", "Coaching", "Workshop Scrum", "Opleiding Lean"))
+#: Catalogue codes of this module's own (the session's dossier holds other tests' complaints too).
+AGILE, COACHING, SCRUM, LEAN = (f"{code}-{SUFFIX}" for code in
+                                ("training-agile", "coaching", "workshop-scrum", "opleiding-lean"))
 WORKED = "Trainers krijgen een vaste invaller."
 DID_NOT_WORK = "Coaches bellen binnen een dag terug."
 RECENT = "Workshops beginnen met een kennismaking."
@@ -72,15 +73,19 @@ async def seed(dossier: DossierActivities, *, product: str, channel: str, route:
                decided_as: Outcome | None = None, mediator: str | None = None, verdict: datetime | None = None,
                consequences_by: datetime | None = None, closed: datetime | None = None,
                measures: tuple[tuple[datetime, str], ...] = (), purge: bool = False) -> str:
-    """One complaint as the lifecycle leaves it: opened, its state written, optionally purged."""
+    """One complaint as the lifecycle leaves it: opened, its state written, optionally purged.
+
+    ``product`` is the catalogue's code; the complainant's words are made up from it."""
     complaint_id = f"complaint-{uuid.uuid4().hex[:16]}"
     submission = ComplaintSubmission.model_validate(complaint_json(
-        channel=channel, route=route, product=product, submitted_on=received.date().isoformat(),
-        received_at=received.isoformat()))
+        channel=channel, route=route, product=f"de {product.replace('-', ' ')}",
+        submitted_on=received.date().isoformat(), received_at=received.isoformat()))
     run = ActivityEnvironment().run
-    await run(dossier.open_dossier, OpenDossierInput(complaint_id=complaint_id, submission=submission))
+    await run(dossier.open_dossier, OpenDossierInput(complaint_id=complaint_id, submission=submission,
+                                                     product_code=product))
     view = ComplaintView(
         complaint_id=complaint_id, phase=phase, outcome=outcome, route=route, channel=channel, product=product,
+        product_text=submission.product, product_is_code=True,
         received_at=received, formal_received_at=formal,
         deadlines=Deadlines(acknowledge_by=ack_by, resolve_by=resolve_by, consequences_by=consequences_by,
                             purge_on=closed + timedelta(days=366) if closed else None),
@@ -235,6 +240,12 @@ def test_the_readable_table_says_when_it_is_too_early() -> None:
     assert "too early to judge" in text and AGILE in text and WORKED in text
     html = render_html(expected(), chart_cid="chart@x", lang="nl")
     assert 'src="cid:chart@x"' in html and "te vroeg om te beoordelen" in html
+    # The readable forms print the catalogue's names; the JSON keeps the codes.
+    names = {AGILE: "Training Agile", SCRUM: "Workshop Scrum"}
+    named = render_text(expected(), names=names)
+    assert "Training Agile" in named and "Workshop Scrum" in named and AGILE not in named and SCRUM not in named
+    assert COACHING in named  # a code the catalogue does not name is printed as it is
+    assert "Training Agile" in render_html(expected(), lang="nl", names=names)
 
 
 async def run_analysis(client, settings, year: int | None = YEAR) -> AnnualAnalysisResult:
@@ -301,8 +312,9 @@ async def test_a_refused_director_address_leaves_the_report_stored_and_unsent(
         mail.refused_recipients.discard(refused.director_email)
     assert result.report == expected(as_of_2020=False) and result.mailed_at is None
     assert "refused" in (result.mail_error or "")
-    row = await pool.fetchrow("SELECT sent_at, message_id FROM annual_reports WHERE id = $1", result.report_id)
-    assert (row["sent_at"], row["message_id"]) == (None, None)
+    row = await pool.fetchrow("SELECT sent_at FROM annual_reports WHERE id = $1", result.report_id)
+    assert row["sent_at"] is None  # stored, and recorded as not sent
+    assert not [m for m in mail.find(x_report_run_id=str(result.report_id))]
 
 
 async def test_on_the_schedule_the_workflow_analyses_the_previous_year(client, worker, settings) -> None:
@@ -326,7 +338,7 @@ async def test_admin_analyse_prints_the_report(seeded, env, worker, settings) ->
 async def test_a_measure_counts_the_complaints_of_its_own_day_by_moment(pool, settings) -> None:
     """Received at 09:00, measure at 14:00, received at 16:00 on the same day: one before, one after."""
     d = DossierActivities(pool)
-    product = f"Training Dagmoment {uuid.uuid4().hex[:6]}"
+    product = f"training-dagmoment-{uuid.uuid4().hex[:6]}"
     await seed(d, product=product, channel="email", route="informal", received=utc(3, 4, 9, year=2021),
                phase=Phase.INFORMAL, measures=((utc(3, 4, 14, year=2021), "Maatregel van de dag."),))
     await seed(d, product=product, channel="email", route="informal", received=utc(3, 4, 16, year=2021),

@@ -716,3 +716,18 @@ def test_lock_is_complete_and_is_what_the_test_environment_runs() -> None:
     assert not drift, f"installed vs constraints.txt differ {drift}: run `make install` (or `make lock`)"
     stale = sorted(set(locked) - set(closure))
     assert not stale, f"constraints.txt pins {stale}, which nothing requires any more: run `make lock`"
+
+
+def test_the_image_has_the_product_catalogue_the_settings_default_to() -> None:
+    """PRODUCT_CATALOGUE_FILE defaults to examples/products.toml: the image must hold that file."""
+    from infra.config import DEFAULT_CATALOGUE_FILE
+
+    shipped = DEFAULT_CATALOGUE_FILE.relative_to(ROOT).as_posix()
+    copies = [line.split()[1:] for line in _dockerfile() if line.upper().startswith("COPY ")]
+    assert [shipped, shipped] in copies, f"Dockerfile must COPY {shipped} to the same path under /app"
+    rules = [p.strip() for p in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
+             if p.strip() and not p.startswith("#")]
+    excluded = [r for r in rules if not r.startswith("!") and fnmatch.fnmatch(shipped, r.rstrip("/") + "*")]
+    if excluded:  # the directory is kept out of the context: the file must be let back in, after that rule
+        assert f"!{shipped}" in rules and rules.index(f"!{shipped}") > rules.index(excluded[-1]), \
+            f".dockerignore must let {shipped} back in (!{shipped}) after {excluded[-1]}"

@@ -33,6 +33,7 @@ from hypothesis import Phase as HypothesisPhase
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
+from complaints.calendar import AMSTERDAM, local_date
 from complaints.ids import complaint_id_for
 from complaints.models import ComplaintSubmission
 from starter import IntakeError, parse_complaints
@@ -141,14 +142,17 @@ def valid_complaints(draw: st.DrawFn) -> dict[str, Any]:
     reference = draw(st.one_of(st.just("absent"), st.none(), single_line))
     if reference != "absent":
         item["reference"] = reference
-    submitted = draw(st.dates(min_value=date(2020, 1, 1), max_value=NOW.date()))
+    # Amsterdam dates, within the year intake looks back (INTAKE_LOOKBACK).
+    today = local_date(NOW)
+    submitted = draw(st.dates(min_value=today - timedelta(days=364), max_value=today))
     item["submitted_on"] = submitted.isoformat()
-    if draw(st.booleans()):  # received_at: at or after the local start of submitted_on, not after NOW
+    if draw(st.booleans()):  # received_at: at or after submitted_on began in Amsterdam, not after NOW, any offset
         zone = draw(offsets)
-        start = datetime.combine(submitted, time(0), tzinfo=zone)
+        # In UTC: adding seconds to an Amsterdam time adds them to its wall clock, across DST an hour off.
+        start = datetime.combine(submitted, time(0), tzinfo=AMSTERDAM).astimezone(timezone.utc)
         if start <= NOW:
             later = draw(st.integers(0, int((NOW - start).total_seconds())))
-            item["received_at"] = (start + timedelta(seconds=later)).isoformat()
+            item["received_at"] = (start + timedelta(seconds=later)).astimezone(zone).isoformat()
     return item
 
 
@@ -306,11 +310,12 @@ def future_received_at(draw: st.DrawFn, item: dict[str, Any]) -> Expect:
 
 
 def received_before_submitted(draw: st.DrawFn, item: dict[str, Any]) -> Expect:
-    submitted = draw(st.dates(min_value=date(2020, 1, 2), max_value=NOW.date() - timedelta(days=2)))
-    zone = draw(offsets)
-    day_before = datetime.combine(submitted - timedelta(days=draw(st.integers(1, 400))), time(0), tzinfo=zone)
-    received = day_before + timedelta(seconds=draw(st.integers(0, 86399)))
-    item["submitted_on"], item["received_at"] = submitted.isoformat(), received.isoformat()
+    today = local_date(NOW)  # within the year intake looks back, the receipt an Amsterdam day or more earlier
+    submitted = draw(st.dates(min_value=today - timedelta(days=300), max_value=today - timedelta(days=2)))
+    day_before = datetime.combine(submitted - timedelta(days=draw(st.integers(1, 60))), time(0), tzinfo=AMSTERDAM)
+    received = day_before + timedelta(seconds=draw(st.integers(0, 23 * 3600 - 1)))  # wall clock: within that day
+    item["submitted_on"] = submitted.isoformat()
+    item["received_at"] = received.astimezone(draw(offsets)).isoformat()
     return Expect("item 1: received_at", exact="item 1: received_at: must not be before submitted_on")
 
 

@@ -56,7 +56,7 @@ async def test_round_trip_reply_with_missing_fields_out_of_office_decision_and_d
         # The complainant answers the acknowledgement with the missing contents as labelled lines.
         rig.deliver(_reply("reply-with-missing-fields.eml", acknowledgement, complaint_id))
         view = await wait_view(handle, lambda v: not v.missing, "the reply's contents filled in")
-        assert view.product == "Training Agile"
+        assert (view.product, view.product_text) == ("training-agile", "Training Agile")  # matched to the catalogue
         [entry] = [h for h in view.history if h.action == "complete"]
         assert entry.by == "complainant (e-mail)" and entry.note == "filled in: organisation, phone, product, motivation"
         assert [(m.kind, m.from_complainant) for m in view.messages] == [(MessageKind.REPLY, True)]
@@ -64,10 +64,10 @@ async def test_round_trip_reply_with_missing_fields_out_of_office_decision_and_d
         assert "mogelijk niet eens" not in alert.get_content()
         assert (await handle.describe()).typed_search_attributes.get(sa.INCOMPLETE) is False
         row = await eventually(lambda: pool.fetchrow(
-            "SELECT complainant_phone, complainant_organisation, motivation, product FROM complaints"
+            "SELECT complainant_phone, complainant_organisation, motivation, product, product_text FROM complaints"
             " WHERE complaint_id = $1 AND complainant_phone IS NOT NULL", complaint_id), what="the dossier filled in")
-        assert (row["complainant_phone"], row["complainant_organisation"], row["product"]) == \
-            ("06 12345678", "Gemeente Delft", "Training Agile")
+        assert (row["complainant_phone"], row["complainant_organisation"], row["product"], row["product_text"]) == \
+            ("06 12345678", "Gemeente Delft", "training-agile", "Training Agile")
 
         # An out-of-office reply to the acknowledgement: a line in the history, nothing else.
         settled = await settled_history_length(handle)

@@ -37,7 +37,8 @@ async def test_a_website_form_mail_becomes_a_complete_formal_complaint_answered_
         view = await status(handle)
 
     assert view.phase is Phase.FORMAL and view.channel.value == "email"
-    assert view.missing == [] and view.product == "Training Agile Scrum Master"
+    assert view.missing == [] and (view.product, view.product_text) == ("agile-scrum-master",
+                                                                       "Training Agile Scrum Master")
     assert view.received_at == received  # the mailbox's receipt, not the processing
     # The acknowledgement: a reply in the complainant's own conversation, marked automatic.
     assert letter["In-Reply-To"] == _message_id(raw)

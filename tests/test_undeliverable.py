@@ -133,7 +133,7 @@ async def test_a_closing_letter_that_bounces_is_corrected_and_sent_during_the_re
         assert not [e for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED], run
 
     nothing = await run_cli("admin.py", "resend", handle.id, "--kind", "informal-resolution", env=cli)
-    assert nothing.code == 3 and "every letter was delivered" in nothing.err
+    assert nothing.code == 3 and "its closing letter was delivered" in nothing.err
     assert len(letters(mail, handle, LetterKind.INFORMAL_RESOLUTION)) == 2
 
 

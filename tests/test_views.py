@@ -28,8 +28,9 @@ T0 = datetime(2026, 3, 2, 9, 30, tzinfo=timezone.utc)
 
 
 def _view(phase: Phase = Phase.FORMAL, **fields: object) -> ComplaintView:
+    fields.setdefault("product", "Training Agile")
     return ComplaintView(complaint_id="complaint-0123456789abcdef", phase=phase, route=Route.FORMAL,
-                         channel=Channel.EMAIL, product="Training Agile", received_at=T0, **fields)
+                         channel=Channel.EMAIL, received_at=T0, **fields)
 
 
 def _alert(kind: AlertKind, sequence: int = 1) -> AlertRecord:
@@ -67,6 +68,16 @@ def test_anonymous_drops_every_quote_of_the_complainant_and_keeps_the_facts() ->
     assert [(h.action, h.by) for h in kept.history] == [("decide", "Marieke de Boer")]
     assert kept.measures == view.measures  # staff-written, kept for the yearly analysis
     assert (kept.outcome, kept.closed_at, kept.alerts) == (view.outcome, view.closed_at, view.alerts)
+
+
+def test_anonymous_keeps_the_products_code_and_drops_the_complainants_words() -> None:
+    coded = _view(Phase.CLOSED, product="training-agile", product_text="de Agile-training van Jan in Delft",
+                  product_is_code=True)
+    kept = anonymous(coded)
+    assert (kept.product, kept.product_text) == ("training-agile", None)
+    # A complaint from before the catalogue has the complainant's words as its product: they go too.
+    before = _view(Phase.CLOSED, product="de Agile-training van Jan in Delft")
+    assert anonymous(before).product is None
 
 
 def test_anonymous_leaves_the_view_it_was_given_alone() -> None:
@@ -131,6 +142,10 @@ def test_a_closed_complaint_keeps_only_its_undelivered_letter_open() -> None:
     assert open_alerts(view, closed_letters=False) == []  # how complaints before this said it
     view.letters.append(_letter(LetterKind.DECISION, "sent", 2))
     assert open_alerts(view) == []
+    # A letter that did not close it (an acknowledgement refused long ago) no longer counts once closed.
+    acknowledgement = _view(Phase.CLOSED, letters=[_letter(LetterKind.ACKNOWLEDGEMENT, "failed")],
+                            alerts=[_alert(AlertKind.LETTER_UNDELIVERABLE)])
+    assert open_alerts(acknowledgement) == []
     purged = _view(Phase.PURGED, letters=[_letter(LetterKind.DECISION, "failed")],
                    alerts=[_alert(AlertKind.LETTER_UNDELIVERABLE)])
     assert open_alerts(purged) == []

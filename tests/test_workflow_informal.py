@@ -47,7 +47,7 @@ from tests.lifecycle import (
 )
 from workflows.complaint import ComplaintWorkflow
 
-PRODUCT = "Training Agile"
+PRODUCT = "training-agile"  # the catalogue's code for the complainant's "Training Agile"
 
 
 async def test_informal_complaint_waits_in_the_informal_phase(env, client, settings, worker, mail, pool):

@@ -52,7 +52,7 @@ from tests.lifecycle import (
 from complaints import search_attributes as sa
 from workflows.complaint import ComplaintWorkflow
 
-PRODUCT = "Training Agile"
+PRODUCT = "training-agile"  # the catalogue's code for the complainant's "Training Agile"
 STAFF = "Marieke Jansen"
 MEDIATOR = "Mr. A. Bemiddelaar"
 CONSEQUENCES = ["Training kosteloos opnieuw aanbieden.", "Trainersplanning met reservetrainer."]

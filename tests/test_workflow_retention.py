@@ -49,11 +49,11 @@ from starter import submit_complaint
 from tests.factories import complaint_json
 from workflows.complaint import ComplaintWorkflow
 
-PRODUCT = "Training Agile"
+PRODUCT = "training-agile"  # the catalogue's code for the complainant's "Training Agile"
 STAFF = "Marieke Jansen"
 PERSONAL_COLUMNS = ("complainant_name", "complainant_organisation", "complainant_email", "complainant_phone",
                     "reference", "description", "motivation", "decision_motivation", "mediator",
-                    "verdict_summary")
+                    "verdict_summary", "product_text")
 ANONYMOUS_COLUMNS = ("product", "channel", "route", "role", "submitted_on", "received_at", "formal_received_at",
                      "outcome", "calendar", "acknowledge_by", "acknowledged_at", "resolve_by", "extensions",
                      "decided_at", "decided_within_term", "mediated", "verdict_at", "consequences_by",

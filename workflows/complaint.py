@@ -37,7 +37,9 @@ with workflow.unsafe.imports_passed_through():
     from complaints.calendar import end_of_day, local_date
     from complaints.ids import MESSAGE_ID as _MESSAGE_ID
     from complaints.ids import sender_hash
+    from complaints.products import OTHER as OTHER_PRODUCT
     from complaints.models import (
+        CLOSING_LETTERS,
         OPEN_PHASES,
         AlertKind,
         AlertRecord,
@@ -77,6 +79,7 @@ with workflow.unsafe.imports_passed_through():
         Recipient,
         ResendInput,
         ResolveInformallyInput,
+        SetProductInput,
         RetainedComplaint,
         Route,
         SendAlertInput,
@@ -217,6 +220,7 @@ class ComplaintWorkflow:
             received_at=s.received_at,
             missing=s.missing(),
         )
+        self._set_product(s.product, input.product_code)
         #: Whether the complaint ever lacked minimum contents (only then has it a ComplaintIncomplete attribute).
         self._ever_incomplete = bool(self._view.missing)
         self._record("submitted", "intake", f"via {s.channel.value}, route {s.route.value}")
@@ -237,6 +241,7 @@ class ComplaintWorkflow:
             await self._dossier_activity(
                 OPEN_DOSSIER,
                 OpenDossierInput(complaint_id=self._view.complaint_id, submission=input.submission,
+                                 product_code=self._view.product if self._view.product_is_code else None,
                                  instance=self._instance),
                 "open the dossier",
             )
@@ -618,10 +623,7 @@ class ComplaintWorkflow:
     @record_measure.validator
     def _check_record_measure(self, action: MeasureInput) -> None:
         self._require_phase("measure", *OPEN_PHASES, Phase.CLOSED)
-        purge_on = self._view.deadlines.purge_on
-        if purge_on is not None and workflow.now() >= purge_on:
-            # The personal data is being erased: nothing may be written to the dossier after it.
-            raise ApplicationError("measure is not possible: the retention year has ended", type=NOT_ALLOWED)
+        self._require_kept("measure")
 
     @workflow.update
     def correct_contact(self, action: CorrectContactInput) -> ComplaintView:
@@ -657,27 +659,36 @@ class ComplaintWorkflow:
 
     @resend.validator
     def _check_resend(self, action: ResendInput) -> None:
-        closed = self._closed_letters and self._view.phase is Phase.CLOSED
-        if closed:
+        if self._closed_letters and self._view.phase is Phase.CLOSED:
             self._require_letter_waiting("resend")
+            waiting = action.kind in self._closing_letters_waiting() and not any(
+                isinstance(m, StoredLetterInput) and m.kind is action.kind for m in self._mail)
         else:
             self._require_phase("resend", *OPEN_PHASES)
-        waiting = action.kind in self._undelivered or (
-            closed and action.kind in undelivered_kinds(self._view) | uncertain_kinds(self._view)
-            and not any(isinstance(m, StoredLetterInput) and m.kind is action.kind for m in self._mail))
+            waiting = action.kind in self._undelivered
         if not waiting:
             raise ApplicationError(f"kind: no undelivered {action.kind.value} letter to send again",
                                    type=NOT_ALLOWED)
 
-    def _require_letter_waiting(self, action: str) -> None:
-        """A closed complaint takes ``correct-contact`` and ``resend`` only for a letter that did not go
-        out, and only while it is kept in the dossier."""
+    def _require_kept(self, action: str) -> None:
+        """Refused from ``purge_on`` on: the personal data is being erased, and nothing may be written to
+        the dossier after it."""
         purge_on = self._view.deadlines.purge_on
         if self._erasing or (purge_on is not None and workflow.now() >= purge_on):
             raise ApplicationError(f"{action} is not possible: the retention year has ended", type=NOT_ALLOWED)
-        if not (self._undelivered or undelivered_kinds(self._view) | uncertain_kinds(self._view)):
-            raise ApplicationError(f"{action} is not possible in phase closed: every letter was delivered",
+
+    def _require_letter_waiting(self, action: str) -> None:
+        """A closed complaint takes ``correct-contact`` and ``resend`` only for its closing letter when that
+        did not go out, and only while it is kept in the dossier."""
+        self._require_kept(action)
+        if not self._closing_letters_waiting():
+            raise ApplicationError(f"{action} is not possible in phase closed: its closing letter was delivered",
                                    type=NOT_ALLOWED)
+
+    def _closing_letters_waiting(self) -> set[LetterKind]:
+        """The closing letters (``CLOSING_LETTERS``) that were refused, bounced or are uncertain."""
+        waiting = set(self._undelivered) | undelivered_kinds(self._view) | uncertain_kinds(self._view)
+        return waiting & CLOSING_LETTERS
 
     @workflow.update
     def complete(self, action: CompleteInput) -> ComplaintView:
@@ -687,6 +698,21 @@ class ComplaintWorkflow:
     @complete.validator
     def _check_complete(self, action: CompleteInput) -> None:
         self._require_phase("complete", *OPEN_PHASES)
+
+    @workflow.update
+    def set_product(self, action: SetProductInput) -> ComplaintView:
+        if not self._view.product_is_code and self._view.product is not None and self._submission is not None:
+            self._view.product_text = self._submission.product  # from before the catalogue: keep the words
+        self._view.product, self._view.product_is_code = action.code, True
+        self._record("set-product", action.by, f"product {action.code}")
+        return self._done()
+
+    @set_product.validator
+    def _check_set_product(self, action: SetProductInput) -> None:
+        self._require_phase("set-product", *OPEN_PHASES, Phase.CLOSED)
+        self._require_kept("set-product")
+        if self._view.product_is_code and self._view.product == action.code:
+            raise ApplicationError(f"code: the product is already {action.code}", type=INVALID)
 
     # ============================================================ mail about the complaint
     # Sent by the mailbox workflow (workflows/mailbox.py); a mail it hands over twice counts once.
@@ -793,9 +819,22 @@ class ComplaintWorkflow:
                                                        if f in ("organisation", "phone")})
         self._submission = s.model_copy(update={"complainant": complainant, **{
             f: getattr(contents, f) for f in given if f in ("product", "motivation")}})
-        self._view.product = self._submission.product
+        if "product" in given:
+            self._set_product(contents.product, contents.product_code)
         self._view.missing = self._submission.missing()
         self._record("complete", by, "filled in: " + ", ".join(given))
+
+    def _set_product(self, text: str | None, code: str | None) -> None:
+        """The product as the complainant put it, and the catalogue's code for it (matched by whoever read
+        the text: intake, admin.py, the mailbox). Without a code (a caller from before the catalogue) a
+        text is ``other`` for staff to correct; complaints started before the catalogue keep their text."""
+        legacy = not self._view.product_is_code and self._view.product is not None
+        if code is None and text is not None and legacy:
+            self._view.product = text
+            return
+        self._view.product = code if code is not None else (OTHER_PRODUCT if text is not None else None)
+        self._view.product_text = text
+        self._view.product_is_code = True
 
     def _has_message(self, ref: str) -> bool:
         return any(m.ref == ref for m in self._view.messages)
@@ -911,7 +950,8 @@ class ComplaintWorkflow:
         self._mail.append(SendLetterInput(
             complaint_id=self._view.complaint_id, instance=self._instance, kind=kind, sequence=sequence,
             recipient=Recipient(name=s.complainant.name, email=str(s.complainant.email)),
-            product=s.product, submitted_on=s.submitted_on,
+            product=s.product, product_code=self._view.product if self._view.product_is_code else None,
+            submitted_on=s.submitted_on,
             received_at=self._view.formal_received_at or self._view.received_at,
             acknowledge_by=d.acknowledge_by, resolve_by=d.resolve_by, consequences_by=d.consequences_by,
             note=note, outcome=outcome, motivation=motivation, mediator=mediator,
