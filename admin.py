@@ -2,14 +2,17 @@
 
 ``list`` and ``show`` read from Temporal, ``audit`` reads the complaint's audit trail
 from the dossier in PostgreSQL (no Temporal needed); every other command is one staff
-action, sent as the workflow Update of the same name and recorded in the complaint's
-history with the acting staff member (``--as NAME``, default ``$COMPLAINTS_STAFF`` or
-the OS user). ``analyse --year YYYY`` runs the yearly analysis of that year now (the
-workflow the yearly schedule runs): the report is stored and mailed to the director, and printed.
+action, sent as the workflow Update of the same name, signed with the staff member's key
+(``COMPLAINTS_STAFF_KEY``, default: the file ``keygen`` writes) and recorded in the
+complaint's history under the staff register's name of that key. ``keygen`` creates a
+person's key and prints their entry for the staff register. ``analyse --year YYYY`` runs
+the yearly analysis of that year now (the workflow the yearly schedule runs): the report is
+stored and mailed to the director, and printed.
 
 Exit codes: 0 done, 2 usage error (nothing sent), 3 refused by the procedure (the
-reason is printed), 4 unknown complaint id, 1 Temporal or the dossier unreachable or
-another infrastructure failure.
+reason is printed), 4 unknown complaint id, 5 not authorised (not signed by a registered
+person whose role allows the action; the reason is printed), 1 Temporal or the dossier
+unreachable or another infrastructure failure.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import argparse
 import asyncio
 import getpass
 import json
-import os
 import re
 import sys
 import typing
@@ -50,15 +52,27 @@ from complaints.models import (
     CompleteInput,
     LetterKind,
     Phase,
+    RegisterInput,
     SetProductInput,
     StaffAction,
 )
 from complaints.products import Catalogue
 from complaints.report_format import render_text
+from complaints.staff import NOT_AUTHORISED, StaffRole
 from dossier.audit import DossierUnavailable, read_audit, read_erasure, read_product_texts
 from dossier.correspondence import attach_files, read_attachment, read_message, read_messages
 from infra.cli import CliError, connect_or_fail, exit_process, fail, first_line
 from infra.config import ConfigError, Settings, load_settings
+from infra.signing import (
+    DEFAULT_KEY_FILE,
+    KeyFileError,
+    SigningInterceptor,
+    StaffKey,
+    default_key_file,
+    new_key,
+    read_key,
+    write_key,
+)
 from intake.mail import Unreadable, read_mail
 from intake.start import submit_complaint
 from intake.validate import IntakeError, validate_complaints
@@ -75,6 +89,10 @@ Option = tuple[str, str, dict[str, Any]]  # (flag, input model field, argparse k
 
 class Refused(Exception):
     """The complaint procedure refused the action (exit 3)."""
+
+
+class NotAuthorisedError(Exception):
+    """The worker refused who sent the action (exit 5)."""
 
 
 @dataclass(frozen=True)
@@ -193,8 +211,6 @@ ACTIONS: dict[str, Action] = {
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print JSON instead of text")
-    common.add_argument("--as", dest="staff", metavar="STAFF_NAME",
-                        help="who acts (recorded in the history; default: $COMPLAINTS_STAFF or the OS user)")
     parser = argparse.ArgumentParser(prog=PROG, description="Staff actions on Level Up's complaints.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     lister = commands.add_parser("list", parents=[common], help="list complaints",
@@ -246,6 +262,18 @@ def _parser() -> argparse.ArgumentParser:
                                     "the dossier, mailed to the director and printed (with --json: the report "
                                     "as one JSON object).").add_argument("--year", type=_year, required=True,
                                                                          metavar="YYYY")
+    keygen = commands.add_parser(
+        "keygen", help="create your staff key and print your entry for the staff register",
+        description="Create a staff member's Ed25519 key pair: the private key goes to a file only its owner "
+                    "can read (never printed); the [[staff]] table printed is to be appended, as it is, to the "
+                    "staff register (COMPLAINTS_STAFF_FILE) the worker reads.")
+    keygen.add_argument("--name", required=True, metavar="NAME", help="your name, as the audit trail will show it")
+    keygen.add_argument("--role", required=True, choices=[r.value for r in StaffRole],
+                        help="officer (informal phase: resolve-informally, escalate, measure, correct-contact, "
+                             "resend, register) or director (every action)")
+    keygen.add_argument("--key-file", type=Path, metavar="PATH",
+                        help="where to write the private key (default: $COMPLAINTS_STAFF_KEY, else "
+                             f"~/.config/{DEFAULT_KEY_FILE})")
     for name, action in ACTIONS.items():
         sub = commands.add_parser(name, parents=[common], help=action.help, description=action.help + ".")
         sub.add_argument("id", metavar="ID")
@@ -257,30 +285,37 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _build(action: Action, args: argparse.Namespace) -> StaffAction:
-    """The update's input, validated here so that nothing invalid is sent (ValueError names the option)."""
-    staff = _staff(args)
+def _build(action: Action, args: argparse.Namespace, key: StaffKey) -> StaffAction:
+    """The update's input, validated here so that nothing invalid is sent (ValueError names the option);
+    it is signed with ``key`` when it is sent (infra/signing.py)."""
     try:
-        return action.model(by=staff, **{field: getattr(args, field) for _, field, _ in action.options})
+        return action.model(by=key.name, **{field: getattr(args, field) for _, field, _ in action.options})
     except ValidationError as err:
         raise ValueError("; ".join(f"{_option(e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
                                    for e in err.errors(include_input=False))) from None
 
 
-def _staff(args: argparse.Namespace) -> str:
-    if args.staff is not None:
-        return args.staff
+def _key_file(settings: Settings) -> Path:
+    return settings.staff_key or default_key_file()
+
+
+def _requester(settings: Settings) -> str:
+    """Who asks for a yearly analysis: the name in the staff key, else the OS user."""
     try:
-        return os.environ.get("COMPLAINTS_STAFF", "").strip() or getpass.getuser()
-    except Exception:  # noqa: BLE001 - no OS user name
-        raise ValueError("--as: who acts is unknown: pass --as NAME or set COMPLAINTS_STAFF") from None
+        return read_key(_key_file(settings)).name
+    except KeyFileError:
+        try:
+            return getpass.getuser()
+        except Exception:  # noqa: BLE001 - no OS user name
+            return "staff"
 
 
 def _option(loc: tuple[Any, ...]) -> str:
     if not loc:
         return "options"
     field = str(loc[0])
-    flag = {"by": "--as", "consequences": "--consequence"}.get(field, "--" + field.replace("_", "-"))
+    flag = {"by": "COMPLAINTS_STAFF_KEY (its name)", "consequences": "--consequence"}.get(
+        field, "--" + field.replace("_", "-"))
     return flag + (f" #{loc[1] + 1}" if len(loc) > 1 and isinstance(loc[1], int) else "")
 
 
@@ -340,7 +375,8 @@ def _render_audit(trail: dict[str, Any]) -> str:
     def note(e: dict[str, Any]) -> str:
         return ": (erased)" if e["note_erased"] else f": {e['note']}" if e["note"] else ""
     sections = [
-        ("events", [f"{_when(e['at'])}  {e['action']} by {e['by']}{note(e)}" for e in trail["events"]]),
+        ("events", [f"{_when(e['at'])}  {e['action']} by {e['by']}"
+                    + (f" (key {e['key_id']})" if e.get("key_id") else "") + note(e) for e in trail["events"]]),
         ("letters", [f"{_when(x['sent_at'])}  {x['kind']} #{x['sequence']} {x['status']} {x['message_id']}"
                      for x in trail["letters"]]),
         ("alerts", [f"{a['kind']} #{a['sequence']} raised {_when(a['raised_at'])}, sent {_when(a['sent_at'])}"
@@ -361,7 +397,7 @@ async def _product_texts(settings: Settings, complaint_ids: list[str]) -> dict[s
     warning on stderr, and the list or view without them)."""
     try:
         async with asyncio.timeout(ERASURE_TIMEOUT):
-            return await read_product_texts(settings.database_url, complaint_ids)
+            return await read_product_texts(settings.reading_database_url, complaint_ids)
     except (DossierUnavailable, TimeoutError) as err:
         print(f"{PROG}: warning: the complainants' words for the products are left out: "
               f"{str(err) or 'the dossier did not answer in time'}", file=sys.stderr)
@@ -429,7 +465,7 @@ async def _erasure(settings: Settings, complaint_id: str) -> tuple[dict[str, Any
     """A purged complaint's erasure record, for ``show``: its JSON fields and its line of text."""
     try:
         async with asyncio.timeout(ERASURE_TIMEOUT):
-            erasure = await read_erasure(settings.database_url, complaint_id)
+            erasure = await read_erasure(settings.reading_database_url, complaint_id)
     except (DossierUnavailable, TimeoutError) as err:
         error = str(err) or "the dossier did not answer in time"
         return ({"erasure": None, "erasure_error": error},
@@ -445,13 +481,13 @@ async def _dossier_command(settings: Settings, args: argparse.Namespace) -> int:
     try:
         async with asyncio.timeout(ANSWER_TIMEOUT):
             if args.command == "messages":
-                return _print_messages(args, await read_messages(settings.database_url, args.id))
+                return _print_messages(args, await read_messages(settings.reading_database_url, args.id))
             if args.command == "message":
-                found = await read_message(settings.database_url, args.id, args.number)
+                found = await read_message(settings.reading_database_url, args.id, args.number)
                 if found is None:
                     return _fail(4, f"complaint {args.id!r} has no mail {args.number} (see: {PROG} messages ID)")
                 return _print_message(args, found)
-            found = await read_attachment(settings.database_url, args.id, args.number)
+            found = await read_attachment(settings.reading_database_url, args.id, args.number)
             if found is None:
                 return _fail(4, f"complaint {args.id!r} has no attachment {args.number} (see: {PROG} messages ID)")
             return _write_attachment(args, found)
@@ -557,8 +593,11 @@ def _registration(args: argparse.Namespace) -> ComplaintSubmission:
 
 
 async def _register(client: Client, args: argparse.Namespace, settings: Settings,
-                    complaint: ComplaintSubmission | StaffAction | None) -> int:
-    assert isinstance(complaint, ComplaintSubmission)
+                    complaint: ComplaintSubmission | StaffAction | None, key: StaffKey | None) -> int:
+    """Start the complaint (as any intake would), then record who registered it: a signed ``register``
+    action in its history (exit 5 when the worker refuses the signer; the complaint then stands without
+    a staff member's name, as one an intake service started)."""
+    assert isinstance(complaint, ComplaintSubmission) and key is not None
     complaint_id = complaint_id_for(complaint)
     try:
         if args.attach:
@@ -572,6 +611,21 @@ async def _register(client: Client, args: argparse.Namespace, settings: Settings
         return _fail(1, "the dossier did not answer in time; nothing was registered")
     except Exception as err:  # noqa: BLE001 - Temporal unreachable: one line; registering again is safe
         return _fail(1, f"registering failed: {first_line(err)} (registering again is safe)")
+    try:
+        async with asyncio.timeout(ANSWER_TIMEOUT):
+            await client.get_workflow_handle(started.complaint_id).execute_update(
+                ComplaintWorkflow.register, RegisterInput(by=key.name, channel=complaint.channel))
+    except WorkflowUpdateFailedError as err:
+        cause = err.cause
+        if isinstance(cause, ApplicationError) and cause.type == NOT_AUTHORISED:
+            return _fail(5, f"not authorised: {cause.message}; {started.complaint_id} was registered without "
+                            "your name")
+        if not (isinstance(cause, ApplicationError) and "registered already" in cause.message):
+            return _fail(1, f"{started.complaint_id} was registered, but not who registered it: "
+                            f"{cause.message if isinstance(cause, ApplicationError) else first_line(cause or err)}")
+    except Exception as err:  # noqa: BLE001 - the worker is down: the complaint stands, the name waits
+        return _fail(1, f"{started.complaint_id} was registered, but not yet who registered it "
+                        f"({type(err).__name__}: {first_line(err)}): registering again adds it")
     print(_json({"complaint_id": started.complaint_id, "created": started.created}) if args.json
           else started.complaint_id)
     return 0
@@ -580,7 +634,7 @@ async def _register(client: Client, args: argparse.Namespace, settings: Settings
 async def _audit(settings: Settings, args: argparse.Namespace) -> int:
     try:
         async with asyncio.timeout(ANSWER_TIMEOUT):
-            trail = await read_audit(settings.database_url, args.id)
+            trail = await read_audit(settings.reading_database_url, args.id)
     except DossierUnavailable as err:
         return _fail(1, str(err))
     except TimeoutError:
@@ -599,7 +653,7 @@ async def _analyse(client: Client, args: argparse.Namespace, settings: Settings)
     try:
         async with asyncio.timeout(ANALYSIS_TIMEOUT):
             result = await client.execute_workflow(
-                AnnualAnalysisWorkflow.run, AnnualAnalysisInput(year=args.year, requested_by=args.staff),
+                AnnualAnalysisWorkflow.run, AnnualAnalysisInput(year=args.year, requested_by=_requester(settings)),
                 id=workflow_id, task_queue=settings.task_queue)
     except TimeoutError:
         return _fail(1, f"no answer in time (is the complaints worker running?); {workflow_id} goes on "
@@ -621,6 +675,8 @@ async def _act(client: Client, args: argparse.Namespace, payload: StaffAction) -
         view: ComplaintView = await client.get_workflow_handle(args.id).execute_update(action.update, payload)
     except WorkflowUpdateFailedError as err:  # the update's validator (or handler) refused
         cause = err.cause
+        if isinstance(cause, ApplicationError) and cause.type == NOT_AUTHORISED:
+            raise NotAuthorisedError(cause.message) from None
         raise Refused(cause.message if isinstance(cause, ApplicationError) else str(cause)) from None
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND and "already completed" in err.message:
@@ -631,28 +687,20 @@ async def _act(client: Client, args: argparse.Namespace, payload: StaffAction) -
     return 0
 
 
-async def _run(args: argparse.Namespace, payload: StaffAction | ComplaintSubmission | None) -> int:
-    try:
-        settings = load_settings()
-    except ConfigError as err:
-        return _fail(2, str(err))
-    if isinstance(payload, StaffAction):
-        try:
-            payload = _catalogued(payload, settings.product_catalogue)
-        except ValueError as err:
-            return _fail(2, f"{args.command}: {err}")
+async def _run(args: argparse.Namespace, settings: Settings, payload: StaffAction | ComplaintSubmission | None,
+               key: StaffKey | None) -> int:
     if args.command == "audit":  # the dossier only: no Temporal needed
         return await _audit(settings, args)
     if args.command in DOSSIER_COMMANDS:
         return await _dossier_command(settings, args)
     try:
-        client = await connect_or_fail(settings)
+        client = await connect_or_fail(settings, [SigningInterceptor(key)] if key else [])
     except CliError as err:
         return _fail(err.code, err.message)
     if args.command == "analyse":
         return await _analyse(client, args, settings)
     if args.command == "register":
-        return await _register(client, args, settings, payload)
+        return await _register(client, args, settings, payload, key)
     try:
         async with asyncio.timeout(ANSWER_TIMEOUT + 5):
             if args.command == "list":
@@ -664,6 +712,9 @@ async def _run(args: argparse.Namespace, payload: StaffAction | ComplaintSubmiss
     except Refused as err:
         print(f"refused: {err}", file=sys.stderr)
         return 3
+    except NotAuthorisedError as err:
+        print(f"not authorised: {err}", file=sys.stderr)
+        return 5
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
             return _fail(4, f"no complaint with id {args.id!r}")
@@ -685,6 +736,25 @@ def _catalogued(payload: StaffAction, catalogue: Catalogue) -> StaffAction:
     return payload
 
 
+def _keygen(args: argparse.Namespace, settings: Settings) -> int:
+    """Create the person's key (0600; never printed) and print their [[staff]] table for the register."""
+    path = (args.key_file or _key_file(settings)).expanduser()
+    if path.exists():
+        return _fail(2, f"--key-file: {path} exists already (a key is never overwritten: choose another file)")
+    if not args.name.strip():
+        return _fail(2, "--name: must not be empty")
+    key = new_key(args.name, StaffRole(args.role))
+    try:
+        write_key(key, path)
+    except OSError as err:
+        return _fail(2, f"--key-file: cannot write {path} ({err.strerror or type(err).__name__})")
+    print(key.register_entry(), end="")
+    print(f"{PROG}: key {key.key_id} written to {path} (only you can read it). Append the table above to "
+          "the staff register (COMPLAINTS_STAFF_FILE) the worker reads; it applies with your next action.",
+          file=sys.stderr)
+    return 0
+
+
 def _fail(code: int, message: str) -> int:
     return fail(PROG, code, message)
 
@@ -694,17 +764,25 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exit_:  # argparse: --help (0) or a usage error (2)
         return exit_.code if isinstance(exit_.code, int) else 2
-    payload = None
-    if args.command in ACTIONS:
+    try:
+        settings = load_settings()
+    except ConfigError as err:
+        return _fail(2, str(err))
+    if args.command == "keygen":
+        return _keygen(args, settings)
+    payload: StaffAction | ComplaintSubmission | None = None
+    key = None
+    if args.command in ACTIONS or args.command == "register":
         try:
-            payload = _build(ACTIONS[args.command], args)
+            key = read_key(_key_file(settings))
+        except KeyFileError as err:
+            return _fail(2, f"{args.command}: COMPLAINTS_STAFF_KEY: {err}")
+    if args.command in ACTIONS:
+        assert key is not None
+        try:
+            payload = _catalogued(_build(ACTIONS[args.command], args, key), settings.product_catalogue)
         except ValueError as err:
             return _fail(2, f"{args.command}: {err}")
-    elif args.command == "analyse":
-        try:
-            args.staff = _staff(args)
-        except ValueError as err:
-            return _fail(2, f"analyse: {err}")
     elif args.command == "register":
         try:
             payload = _registration(args)
@@ -713,7 +791,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"register: {problem}", file=sys.stderr)
             return _fail(2, "nothing was registered")
     try:
-        return asyncio.run(_run(args, payload))
+        return asyncio.run(_run(args, settings, payload, key))
     except KeyboardInterrupt:
         return _fail(130, "interrupted")
 

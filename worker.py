@@ -41,6 +41,7 @@ from complaints import search_attributes
 from complaints.calendar import WorkingDayCalendar
 from complaints.models import MailboxWorkflowInput
 from dossier.schema import apply_migrations, match_products
+from infra import staff_register
 from infra.config import ConfigError, Settings, load_settings
 from infra.observability import build_runtime, configure_logging
 from infra.temporal_client import connect, data_converter
@@ -58,7 +59,9 @@ SHUTDOWN_GRACE = timedelta(seconds=50)
 
 # Deterministic libraries the workflow's models use; pydantic imports email_validator
 # lazily, so without this every workflow run would re-import it inside the sandbox.
-PASSTHROUGH_MODULES = ("email_validator", "idna", "phonenumbers")
+# cryptography checks the staff's signatures in the update validators (complaints/staff.py); it
+# imports its OpenSSL backend lazily, and its Rust extension cannot be loaded twice in one process.
+PASSTHROUGH_MODULES = ("email_validator", "idna", "phonenumbers", "cryptography")
 
 
 
@@ -130,7 +133,11 @@ def workflow_runner() -> SandboxedWorkflowRunner:
 
 
 def build_worker(client: Client, settings: Settings, pool: asyncpg.Pool, **options: object) -> Worker:
-    """The worker with every workflow and activity; ``options`` override any Worker argument."""
+    """The worker with every workflow and activity; ``options`` override any Worker argument.
+
+    Its complaints check every staff action against the staff register ``settings.staff_file`` (one
+    register per process: infra/staff_register.py)."""
+    staff_register.use(settings.staff_file)
     calendar = CalendarActivities(WorkingDayCalendar(frozenset(settings.closure_days)))
     dossier = DossierActivities(pool, settings.product_catalogue)
     mail = MailActivities(pool, settings, LetterTemplates(settings.product_catalogue))

@@ -99,10 +99,11 @@ class DossierActivities:
                 return
             await conn.executemany(
                 """
-                INSERT INTO complaint_events (complaint_id, sequence, at, action, actor, note)
-                VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING
+                INSERT INTO complaint_events (complaint_id, sequence, at, action, actor, note, key_id, signed_at)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING
                 """,
-                [(v.complaint_id, i, h.at, h.action, h.by, h.note) for i, h in enumerate(v.history, 1)],
+                [(v.complaint_id, i, h.at, h.action, h.by, h.note, h.key_id, h.signed_at)
+                 for i, h in enumerate(v.history, 1)],
             )
             await conn.executemany(
                 """

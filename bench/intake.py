@@ -48,6 +48,8 @@ from bench.baseline import INTAKE_ACTIVITIES  # noqa: E402
 from bench.stack import (  # noqa: E402
     REPO, DevServer, Mailbox, Process, child_env, free_port, percentile, wait_for_poller)
 from complaints.models import DecideInput, Outcome  # noqa: E402
+from complaints.staff import StaffRole  # noqa: E402
+from infra.signing import SigningInterceptor, new_key  # noqa: E402
 from devstack.postgres import LocalPostgres  # noqa: E402
 from infra.cli import exit_process  # noqa: E402
 from infra.codec import parse_keys  # noqa: E402
@@ -101,6 +103,9 @@ class Bench:
         self.profile = profile
         self.workdir = workdir
         self.keys = "bench:" + base64.b64encode(os.urandom(32)).decode()
+        # The staff member whose signed decisions the benchmark sends, and the register holding them.
+        self.staff_key = new_key("bench", StaffRole.DIRECTOR)
+        self.register = workdir / "staff.toml"
         # In memory by default; --server-file keeps the history in a SQLite file with the pragmas a
         # single-machine install would use (write-ahead log, fsync at checkpoints).
         self.server = DevServer(db_file=workdir / "temporal.db", extra_args=SQLITE_PRAGMAS) if server_file \
@@ -118,10 +123,11 @@ class Bench:
             self.server.start()
             self.postgres.start()
             self.mailbox.start()
+            self.register.write_text(self.staff_key.register_entry(), encoding="utf-8")
             self.client = await Client.connect(self.server.address)
             settings = Settings(temporal_address=self.server.address, encryption_keys=parse_keys(self.keys))
-            self.product_client = await Client.connect(self.server.address,
-                                                       data_converter=data_converter(settings))
+            self.product_client = await Client.connect(self.server.address, data_converter=data_converter(settings),
+                                                       interceptors=[SigningInterceptor(self.staff_key)])
         except BaseException:
             await self.__aexit__()
             raise
@@ -138,6 +144,7 @@ class Bench:
         return child_env(TEMPORAL_ADDRESS=self.server.address, TEMPORAL_TASK_QUEUE=queue,
                          DATABASE_URL=self.postgres.url, SMTP_HOST="127.0.0.1",
                          SMTP_PORT=str(self.mailbox.port), COMPLAINTS_ENCRYPTION_KEYS=self.keys,
+                         COMPLAINTS_STAFF_FILE=str(self.register),
                          **self.worker_env)
 
     def start_worker(self, kind: str, queue: str) -> Process:

@@ -360,8 +360,23 @@ class ComplaintWorkflowInput(_Model):
 # ---------------------------------------------------------- staff actions (updates)
 
 
+class Signature(_Model):
+    """A staff member's signature over one action on one complaint (complaints/staff.py says what it covers)."""
+
+    #: The id of the signer's key in the staff register (16 hex digits).
+    key_id: Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
+    #: When it was signed, as the signer's clock says (recorded, never compared with the workflow's clock).
+    signed_at: AwareDatetime
+    #: 32 hex digits, new for each action: a signed action counts once on its complaint.
+    nonce: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+    #: The Ed25519 signature, base64.
+    value: Annotated[str, Field(pattern=r"^[A-Za-z0-9+/]{86}==$")]
+
+
 class StaffAction(_Model):
+    #: Who acts: the staff register's name of the person whose key signed the action.
     by: SingleLine
+    signature: Signature | None = None
 
 
 class ResolveInformallyInput(StaffAction):
@@ -430,6 +445,12 @@ class ResendInput(StaffAction):
     """Send again a letter the mail server refused, to the (corrected) address."""
 
     kind: LetterKind
+
+
+class RegisterInput(StaffAction):
+    """Who registered a complaint that came by post or in a conversation (``admin.py register``)."""
+
+    channel: Channel
 
 
 class CompleteInput(StaffAction, Contents):
@@ -520,6 +541,10 @@ class HistoryEntry(_Model):
     action: str
     by: str
     note: str | None = None
+    #: A staff action's signature: the signer's key, when they signed, and the nonce that counts once.
+    key_id: str | None = None
+    signed_at: AwareDatetime | None = None
+    nonce: str | None = None
 
 
 class MessageRecord(_Model):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import getpass
 import json
 import os
 import secrets
@@ -23,12 +24,14 @@ from typing import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
+from complaints.staff import RegisterError, StaffRegister, StaffRole
 from devstack.imap import LocalImap
 from devstack.smtp import MailCatcher
 from infra.cli import first_line
 from infra.codec import KeyConfigError, new_key_entry
 from infra.codec_server import build_app as build_codec_app
 from infra.config import DEV_DATA_DIR, DEV_POSTGRES_PORT, REPO_ROOT, ConfigError, Settings, load_settings
+from infra.signing import KeyFileError, default_key_file, new_key, read_key, write_key
 
 with warnings.catch_warnings():  # pgserver's platformdirs warns when XDG_RUNTIME_DIR is unset
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
@@ -49,6 +52,26 @@ def ensure_dev_key(data_dir: Path) -> Path:
             out.write(new_key_entry("dev-1") + "\n")
     return path
 READY_TIMEOUT = 60.0
+
+
+def ensure_dev_staff(data_dir: Path, key_file: Path) -> Path:
+    """The development staff register, holding the key ``admin.py`` signs with: created on first start,
+    for the OS user as director (infra/signing.py), unless that key exists already (then its holder is
+    registered as the key file says)."""
+    if key_file.exists():
+        key = read_key(key_file)
+    else:
+        key = new_key(getpass.getuser(), StaffRole.DIRECTOR)
+        write_key(key, key_file)
+    register = data_dir / "staff.toml"
+    if not register.exists():
+        register.write_text("# The staff register of make run (COMPLAINTS_STAFF_FILE): one [[staff]] table per "
+                            "person; admin.py keygen prints them.\n", encoding="utf-8")
+    known = StaffRegister.parse(register.read_text(encoding="utf-8"))
+    if known.member(key.key_id) is None:
+        with register.open("a", encoding="utf-8") as out:
+            out.write("\n" + key.register_entry())
+    return register
 
 
 def ensure_mailbox_password(data_dir: Path) -> Path:
@@ -203,6 +226,13 @@ class Stack:
                    MAILBOX_URL=self.imap.url(), MAILBOX_PASSWORD_FILE=str(password_file),
                    MAILBOX_POLL_SECONDS=env.get("MAILBOX_POLL_SECONDS") or "5")
         env.pop("MAILBOX_PASSWORD", None)
+        if not env.get("COMPLAINTS_STAFF_FILE"):
+            try:
+                key_file = Path(env["COMPLAINTS_STAFF_KEY"]).expanduser() if env.get("COMPLAINTS_STAFF_KEY") else \
+                    default_key_file()
+                env["COMPLAINTS_STAFF_FILE"] = str(ensure_dev_staff(cfg.data_dir, key_file))
+            except (OSError, KeyFileError, RegisterError) as err:
+                raise StackError(f"the staff register: {first_line(err)}") from None
         try:
             settings = load_settings(env)
         except ConfigError as err:

@@ -28,7 +28,8 @@ async def read_audit(database_url: str, complaint_id: str) -> Row | None:
         if not await conn.fetchval("SELECT true FROM complaints WHERE complaint_id = $1", complaint_id):
             return None
         erasure = await _erasure(conn, complaint_id)
-        events = await _rows(conn, 'SELECT sequence, at, action, actor AS "by", note FROM complaint_events'
+        events = await _rows(conn, 'SELECT sequence, at, action, actor AS "by", note, key_id, signed_at'
+                             " FROM complaint_events"
                              " WHERE complaint_id = $1 ORDER BY sequence", complaint_id)
         letters = await _rows(conn, "SELECT kind, sequence, sent_at, status, message_id FROM letters"
                               " WHERE complaint_id = $1 ORDER BY created_at, kind, sequence", complaint_id)

@@ -248,6 +248,11 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE measures ADD COLUMN product_matched boolean NOT NULL DEFAULT false;
     CREATE INDEX complaints_product_unmatched ON complaints (product) WHERE NOT product_matched;
     """,
+    # 10: who acted, verified: the key that signed each staff action (complaints/staff.py) and when it was
+    # signed, so that the audit trail names the key beside the register's name of its holder
+    """
+    ALTER TABLE complaint_events ADD COLUMN key_id text, ADD COLUMN signed_at timestamptz;
+    """,
 )
 
 async def match_products(conn: asyncpg.Connection, catalogue: Catalogue, complaint_id: str | None = None) -> int:
@@ -280,7 +285,8 @@ _LOCK_KEY = 0x4C55_434F  # "LUCO": one migrator at a time across workers
 
 
 async def apply_migrations(conn: asyncpg.Connection) -> int:
-    """Apply the migrations this database lacks; returns how many were applied."""
+    """Apply the migrations this database lacks, and let the reading role (``READING_ROLE``) read every
+    table; returns how many migrations were applied."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
         await conn.execute(
@@ -295,4 +301,22 @@ async def apply_migrations(conn: asyncpg.Connection) -> int:
             await conn.execute(sql)
             await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
             applied += 1
+        await conn.execute(_GRANT_READING)
         return applied
+
+
+#: The role staff programs read the dossier with (``AUDIT_DATABASE_URL``): it may read every table and
+#: write none, so a staff machine cannot rewrite the audit trail. The deployment creates it
+#: (deploy/postgres/init); the worker grants it what it may read at every start, so that tables of
+#: later migrations are readable too.
+READING_ROLE = "complaints_audit"
+_GRANT_READING = f"""
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{READING_ROLE}') THEN
+        GRANT USAGE ON SCHEMA public TO {READING_ROLE};
+        GRANT SELECT ON ALL TABLES IN SCHEMA public TO {READING_ROLE};
+        ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {READING_ROLE};
+    END IF;
+END $$;
+"""

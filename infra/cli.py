@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import NoReturn
+from typing import NoReturn, Sequence
 
-from temporalio.client import Client
+from temporalio.client import Client, Interceptor
 
 from infra.config import ConfigError, Settings
 from infra.observability import flush_traces
@@ -38,10 +38,10 @@ def fail(prog: str, code: int, message: str) -> int:
     return code
 
 
-async def connect_or_fail(settings: Settings) -> Client:
+async def connect_or_fail(settings: Settings, interceptors: Sequence[Interceptor] = ()) -> Client:
     """A Temporal client; :class:`CliError` 2 for a configuration error, 1 when Temporal is unreachable."""
     try:
-        return await connect(settings)
+        return await connect(settings, interceptors=interceptors)
     except ConfigError as err:
         raise CliError(2, str(err)) from None
     except Exception as err:  # noqa: BLE001 - refused, DNS, TLS, timeout: one line for the user

@@ -14,16 +14,26 @@ entries, each a 32-byte key in standard base64; the first entry is the active ke
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import re
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
-from temporalio.converter import PayloadCodec
+from temporalio.contrib.pydantic import PydanticPayloadConverter
+from temporalio.converter import CompositePayloadConverter, EncodingPayloadConverter, PayloadCodec
+from temporalio.exceptions import ApplicationError
+
+from complaints.staff import NOT_AUTHORISED
+
+logger = logging.getLogger(__name__)
 
 ENCODING = b"binary/encrypted"
 KEY_ID_FIELD = "encryption-key-id"
+#: What a strict codec makes of a payload it refuses (see :class:`EncryptionCodec`).
+REFUSED = b"binary/refused"
+_WHY = "refused-because"
 _NONCE_BYTES = 12
 _KEY_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -58,9 +68,20 @@ def new_key_entry(key_id: str) -> str:
 
 
 class EncryptionCodec(PayloadCodec):
-    def __init__(self, keys: Sequence[tuple[str, bytes]]) -> None:
+    """Encrypts every payload; decrypts those encrypted with a known key.
+
+    A *strict* codec (every client and worker of the product) does not let anything else through: a
+    payload that is not encrypted, or encrypted with a key it does not know, becomes a ``binary/refused``
+    payload that :class:`RefusingPayloadConverter` refuses to turn into a value. So a client without the
+    key can send nothing a worker accepts: its update is refused before the validator, its workflow
+    fails at once. (The codec cannot raise instead: a failing decode fails the whole workflow task.)
+    The codec server is not strict: it shows the Web UI what is there.
+    """
+
+    def __init__(self, keys: Sequence[tuple[str, bytes]], *, strict: bool = True) -> None:
         if not keys:
             raise KeyConfigError("no encryption key configured")
+        self._strict = strict
         self._active_id, active = keys[0]
         self._active = AESGCM(active)
         self._by_id = {key_id: AESGCM(key) for key_id, key in keys}
@@ -73,13 +94,23 @@ class EncryptionCodec(PayloadCodec):
         return [self.encrypt(p) for p in payloads]
 
     async def decode(self, payloads: Iterable[Payload]) -> list[Payload]:
-        return [self.decrypt(p) for p in payloads]
+        return [self.decode_strictly(p) if self._strict else self.decrypt(p) for p in payloads]
 
     def encrypt(self, payload: Payload) -> Payload:
         nonce = os.urandom(_NONCE_BYTES)
         key_id = self._active_id.encode()
         sealed = self._active.encrypt(nonce, payload.SerializeToString(), key_id)
         return Payload(metadata={"encoding": ENCODING, KEY_ID_FIELD: key_id}, data=nonce + sealed)
+
+    def decode_strictly(self, payload: Payload) -> Payload:
+        """What a strict codec decodes ``payload`` to: the plain payload, or a refused one."""
+        if payload.metadata.get("encoding", b"") != ENCODING:
+            logger.warning("refused a payload that is not encrypted (a client without the encryption key)")
+            return Payload(metadata={"encoding": REFUSED, _WHY: b"not-encrypted"})
+        if payload.metadata.get(KEY_ID_FIELD, b"").decode(errors="replace") not in self._by_id:
+            logger.warning("refused a payload encrypted with a key this process does not have")
+            return Payload(metadata={"encoding": REFUSED, _WHY: b"unknown-key"})
+        return self.decrypt(payload)
 
     def decrypt(self, payload: Payload) -> Payload:
         if payload.metadata.get("encoding", b"") != ENCODING:
@@ -93,3 +124,33 @@ class EncryptionCodec(PayloadCodec):
         result = Payload()
         result.ParseFromString(plain)
         return result
+
+
+class RefusingPayloadConverter(EncodingPayloadConverter):
+    """Turns a payload the strict codec refused into an error, never a value.
+
+    A payload that was not encrypted at all: ``ApplicationError`` ``NotAuthorised`` (an update is refused
+    with it, a workflow started with it fails). One encrypted with a key this process lacks: an ordinary
+    error, so that a workflow task is retried (a worker not yet given a rotated key must not fail
+    complaints) and an update is still refused.
+    """
+
+    @property
+    def encoding(self) -> str:
+        return REFUSED.decode()
+
+    def to_payload(self, value: Any) -> Payload | None:
+        return None  # never encodes anything
+
+    def from_payload(self, payload: Payload, type_hint: type | None = None) -> Any:
+        if payload.metadata.get(_WHY) == b"not-encrypted":
+            raise ApplicationError("the request is not encrypted with the complaints' encryption key",
+                                   type=NOT_AUTHORISED, non_retryable=True)
+        raise RuntimeError("the payload is encrypted with a key this process does not have")
+
+
+class ProductPayloadConverter(CompositePayloadConverter):
+    """The product's payload converter: pydantic models, and refused payloads refused."""
+
+    def __init__(self) -> None:
+        super().__init__(RefusingPayloadConverter(), *PydanticPayloadConverter().converters.values())

@@ -338,7 +338,7 @@ async def _codec(request: web.Request) -> web.Response:
 def build_app(settings: Settings) -> web.Application:
     """The codec server for ``settings`` (keys, UI origin, token); raises KeyConfigError without keys."""
     app = web.Application(middlewares=[_access], client_max_size=MAX_BODY)
-    app[_CODEC] = EncryptionCodec(settings.encryption_keys)
+    app[_CODEC] = EncryptionCodec(settings.encryption_keys, strict=False)  # shows what is there
     app[_SETTINGS] = settings
     app[SESSIONS] = Sessions()
     app.router.add_route("POST", "/{tail:.*}", _post)  # .../encode, .../decode (and .../login, .../logout)

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Literal, Mapping
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from complaints.products import Catalogue, CatalogueError, load_catalogue
+from complaints.staff import RegisterError, StaffRegister
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEV_DATA_DIR = REPO_ROOT / ".data"
@@ -148,6 +149,65 @@ class Settings:
     #: The product catalogue (``PRODUCT_CATALOGUE_FILE``, complaints/products.py); default: Level Up's,
     #: as shipped in examples/products.toml.
     product_catalogue: Catalogue = field(default_factory=default_catalogue, repr=False)
+    #: The staff register the worker checks every staff action against (``COMPLAINTS_STAFF_FILE``,
+    #: complaints/staff.py); None: every staff action is refused.
+    staff_file: Path | None = None
+    #: The key ``admin.py`` signs with (``COMPLAINTS_STAFF_KEY``); None: infra/signing.py's default file.
+    staff_key: Path | None = None
+    #: The dossier as staff programs read it (``AUDIT_DATABASE_URL``): ``admin.py audit``, ``show``,
+    #: ``list``, ``messages``, ``message`` and ``attachment`` connect with it, as a role that may only
+    #: read (deploy/postgres/init); None: ``database_url``.
+    audit_database_url: str | None = field(default=None, repr=False)
+
+    @property
+    def reading_database_url(self) -> str:
+        """The dossier for reading only (``AUDIT_DATABASE_URL``, else ``DATABASE_URL``)."""
+        return self.audit_database_url or self.database_url
+
+
+def _staff_register(path: Path) -> Path:
+    """The register's path, once it was read and found valid (later changes are read by the worker)."""
+    try:
+        StaffRegister.parse(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        why = err.strerror if isinstance(err, OSError) and err.strerror else "not UTF-8 text"
+        raise ConfigError(f"COMPLAINTS_STAFF_FILE: {path} cannot be read ({why})") from None
+    except RegisterError as err:
+        raise ConfigError(f"COMPLAINTS_STAFF_FILE: {path}: {err}") from None
+    return path
+
+
+#: The variables that may name a file holding a secret instead (compose secrets), by the secret.
+_SECRET_FILES = {"SMTP_PASSWORD": "SMTP_PASSWORD_FILE", "CODEC_SERVER_TOKEN": "CODEC_SERVER_TOKEN_FILE",
+                 "DATABASE_PASSWORD": "DATABASE_PASSWORD_FILE",
+                 "AUDIT_DATABASE_PASSWORD": "AUDIT_DATABASE_PASSWORD_FILE"}
+
+
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    """A secret: the variable ``name`` as it is, else the contents of the file its ``_FILE`` variable
+    names (without the line end a text editor adds); None when neither is set or the file is empty."""
+    if env.get(name):
+        return env[name]
+    path = _given(env, _SECRET_FILES[name])
+    if path is None:
+        return None
+    try:
+        return Path(path).read_text(encoding="utf-8").strip("\r\n") or None
+    except (OSError, UnicodeDecodeError) as err:
+        why = err.strerror if isinstance(err, OSError) and err.strerror else type(err).__name__
+        raise ConfigError(f"{name}_FILE: {path} cannot be read ({why})") from None
+
+
+def _with_password(name: str, url: str | None, password: str) -> str:
+    """``url`` with ``password`` for its user (from ``NAME``'s password file, kept out of the environment)."""
+    if url is None:
+        raise ConfigError(f"{name}: not set, but its password is given ({name.replace('_URL', '_PASSWORD')}"
+                          "_FILE): set the URL without the password")
+    parts = urlsplit(url)
+    if not parts.username or parts.password is not None or not parts.hostname:
+        raise ConfigError(f"{name}: with a password file, write the URL as postgresql://USER@HOST:PORT/DATABASE")
+    host = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"{parts.username}:{quote(password, safe='')}@{host}").geturl()
 
 
 def _closure_days(raw: str) -> tuple[date, ...]:
@@ -408,13 +468,25 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         values["smtp_tls"] = tls
     if (origin := _given(env, "CODEC_UI_ORIGIN")) is not None:
         values["codec_ui_origin"] = origin.rstrip("/")
-    # Secrets are taken exactly as given (white space can be part of a password).
-    for name, attr in [("SMTP_USERNAME", "smtp_username"), ("SMTP_PASSWORD", "smtp_password"),
-                       ("CODEC_SERVER_TOKEN", "codec_token")]:
-        if env.get(name):
-            values[attr] = env[name]
+    # Secrets are taken exactly as given (white space can be part of a password), from the variable or
+    # from the file NAME_FILE names (compose secrets: docker-compose.yml).
+    if env.get("SMTP_USERNAME"):
+        values["smtp_username"] = env["SMTP_USERNAME"]
+    for name, attr in [("SMTP_PASSWORD", "smtp_password"), ("CODEC_SERVER_TOKEN", "codec_token")]:
+        if (secret := _secret(env, name)) is not None:
+            values[attr] = secret
+    for name, attr in [("DATABASE_URL", "database_url"), ("AUDIT_DATABASE_URL", "audit_database_url")]:
+        password = _secret(env, name.replace("_URL", "_PASSWORD"))
+        if password is not None:
+            values[attr] = _with_password(name, values.get(attr) or _given(env, name), password)
+    if (audit := _given(env, "AUDIT_DATABASE_URL")) is not None and "audit_database_url" not in values:
+        values["audit_database_url"] = audit
     if _given(env, "PRODUCT_CATALOGUE_FILE") is not None:
         values["product_catalogue"] = configured_catalogue(env)
+    if (register := _given(env, "COMPLAINTS_STAFF_FILE")) is not None:
+        values["staff_file"] = _staff_register(Path(register))
+    if (key := _given(env, "COMPLAINTS_STAFF_KEY")) is not None:
+        values["staff_key"] = Path(key).expanduser()
     return Settings(
         closure_days=_closure_days(env.get("COMPANY_CLOSURE_DAYS", "")),
         mailbox=_mailbox(env),

@@ -14,14 +14,16 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from temporalio.client import Client
+from typing import Sequence
+
+from temporalio.client import Client, Interceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
 from infra import observability
-from infra.codec import EncryptionCodec
+from infra.codec import EncryptionCodec, ProductPayloadConverter
 from infra.config import DEV_KEYS_FILE, ConfigError, Settings
 
 
@@ -32,6 +34,7 @@ def data_converter(settings: Settings) -> DataConverter:
             f"`make run` once to create the development key in {DEV_KEYS_FILE}")
     return dataclasses.replace(
         pydantic_data_converter,
+        payload_converter_class=ProductPayloadConverter,
         payload_codec=EncryptionCodec(settings.encryption_keys),
         failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
     )
@@ -62,14 +65,16 @@ def tls_config(settings: Settings) -> TLSConfig | bool:
     )
 
 
-async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Client:
-    """A client of the configured cluster; ``runtime`` carries the worker's metrics (one per process)."""
+async def connect(settings: Settings, *, runtime: Runtime | None = None,
+                  interceptors: Sequence[Interceptor] = ()) -> Client:
+    """A client of the configured cluster; ``runtime`` carries the worker's metrics (one per process),
+    ``interceptors`` go before the tracing one (``admin.py``'s signing, infra/signing.py)."""
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=data_converter(settings),
         tls=tls_config(settings),
         api_key=settings.temporal_api_key,
-        interceptors=observability.tracing_interceptors(settings),
+        interceptors=[*interceptors, *observability.tracing_interceptors(settings)],
         runtime=runtime,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import importlib.util
 import json
 import os
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.config import Settings
+from tests import staff as test_staff
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -28,7 +30,9 @@ class Result:
         return json.loads(self.out)
 
 
-def cli_env(settings: Settings, temporal_address: str, **extra: str) -> dict[str, str]:
+def cli_env(settings: Settings, temporal_address: str, staff: str | None = None, **extra: str) -> dict[str, str]:
+    """The environment of a program of the product (admin.py, the starter, a worker) for the session's
+    servers, with the test staff register; ``staff``: admin.py signs with that person's key."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("TEMPORAL_", "SMTP_", "DATABASE_", "COMPLAINTS_"))}
     env.update(
@@ -40,6 +44,9 @@ def cli_env(settings: Settings, temporal_address: str, **extra: str) -> dict[str
                                             for kid, key in settings.encryption_keys),
         PYTHONPATH=str(REPO),
     )
+    env["COMPLAINTS_STAFF_FILE"] = str(test_staff.REGISTER)
+    if staff is not None:
+        env["COMPLAINTS_STAFF_KEY"] = str(test_staff.key_file(staff))
     env.update(extra)
     return env
 
@@ -59,4 +66,14 @@ async def run_admin(environ: dict[str, str], *args: str) -> Result:
 
 def admin_environ(env: Any, settings: Settings, **extra: str) -> dict[str, str]:
     """admin.py's environment for the session's servers, acting as staff member "tester"."""
-    return cli_env(settings, env.client.service_client.config.target_host, COMPLAINTS_STAFF="tester", **extra)
+    return cli_env(settings, env.client.service_client.config.target_host, staff="tester", **extra)
+
+
+def deployment_script(relative: str) -> Any:
+    """A script of the deployment (deploy/*.py, not a package) as a module, to call its functions."""
+    path = REPO / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

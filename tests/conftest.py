@@ -34,7 +34,10 @@ from devstack.postgres import LocalPostgres
 from devstack.smtp import MailCatcher
 from infra.codec import new_key_entry, parse_keys
 from infra.config import Settings
+from infra.signing import SigningInterceptor
 from infra.temporal_client import data_converter
+from tests import staff
+from tests.staff import Keyring
 from worker import build_worker, create_pool, register_search_attributes
 
 BIN = Path(sys.executable).parent
@@ -89,6 +92,7 @@ async def env(base_settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=_require(TEMPORAL_CLI),
         dev_server_extra_args=TIME_SKIPPING_FLAG,
         data_converter=data_converter(base_settings),
+        interceptors=[SigningInterceptor(Keyring())],
     )
     await register_search_attributes(environment.client, environment.client.namespace)
     try:
@@ -100,7 +104,7 @@ async def env(base_settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
 @pytest.fixture(scope="session")
 def base_settings(postgres: LocalPostgres, mail: MailCatcher) -> Settings:
     return Settings(database_url=postgres.url, smtp_host=mail.host, smtp_port=mail.port,
-                    encryption_keys=parse_keys(ENCRYPTION_KEYS))
+                    encryption_keys=parse_keys(ENCRYPTION_KEYS), staff_file=staff.REGISTER)
 
 
 @pytest_asyncio.fixture(scope="session")

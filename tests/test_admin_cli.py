@@ -20,6 +20,7 @@ from complaints.models import ComplaintSubmission, ComplaintView, ResolveInforma
 from starter import submit_complaint
 from tests.conftest import free_port
 from tests.cli import Result, admin_environ, run_admin
+from tests.staff import KEYS, key_file
 from tests.factories import complaint_json
 from workflows.complaint import ComplaintWorkflow
 
@@ -30,8 +31,10 @@ Cli = Callable[..., Awaitable[Result]]
 def cli(env, settings) -> Cli:
     environ = admin_environ(env, settings)
 
-    async def call(*args: str) -> Result:
-        return await run_admin(environ, *args)
+    async def call(*args: str, by: str | None = None) -> Result:
+        """admin.py as "tester" (their key), or as the staff member ``by``."""
+        return await run_admin(environ if by is None else {**environ, "COMPLAINTS_STAFF_KEY": str(key_file(by))},
+                               *args)
     return call
 
 
@@ -116,7 +119,7 @@ async def test_formal_complaint_through_mediation(client, settings, worker, mail
         return (await cli("show", cid, "--json")).json()["phase"]
 
     decided = await cli("decide", cid, "--outcome", "upheld", "--motivation", "De trainer was afwezig.",
-                        "--as", "anna")
+                        by="anna")
     assert decided.code == 0, decided
     assert decided.out.strip() == f"{cid} decided: upheld; phase decided"
     assert await phase() == "decided"
@@ -150,8 +153,8 @@ async def test_formal_complaint_through_mediation(client, settings, worker, mail
     assert [m["text"] for m in measured["measures"]] == ["Trainers krijgen een vervanger op afroep."]
 
     by = {h["action"]: h["by"] for h in measured["history"]}
-    assert by["decide"] == "anna"  # --as
-    assert by["disagree"] == by["verdict"] == by["measure"] == "tester"  # $COMPLAINTS_STAFF
+    assert by["decide"] == "anna"  # signed with her key
+    assert by["disagree"] == by["verdict"] == by["measure"] == "tester"  # COMPLAINTS_STAFF_KEY: tester's
     assert [h["action"] for h in measured["history"]] == [
         "submitted", "decide", "disagree", "engage-mediator", "verdict", "consequences-picked-up", "measure"]
 
@@ -272,7 +275,8 @@ async def test_completed_complaint_refuses_actions(env, client, settings, worker
     assert [(x["kind"], x["status"]) for x in trail["letters"]] == [("informal-resolution", "sent")]
     text = await cli("audit", cid)
     assert text.code == 0, text
-    assert "resolve-informally by tester: (erased)" in text.out and "Personal data erased on" in text.out
+    assert f"resolve-informally by tester (key {KEYS['tester'].key_id}): (erased)" in text.out
+    assert "Personal data erased on" in text.out
 
     # The dossier is down: show still shows what Temporal has, and says the record could not be read.
     down = admin_environ(env, settings, DATABASE_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/complaints")
@@ -300,7 +304,7 @@ async def test_show_completed_complaint_without_worker(client, settings, cli):
 async def test_audit_lists_the_staff_actions_from_the_dossier(client, settings, worker, mail, cli):
     cid = await submit(client, settings)
     await settled(client, cid)
-    decided = await cli("decide", cid, "--outcome", "rejected", "--motivation", "Geen grond.", "--as", "anna")
+    decided = await cli("decide", cid, "--outcome", "rejected", "--motivation", "Geen grond.", by="anna")
     assert decided.code == 0, decided
     measured = await cli("measure", cid, "--text", "Trainers krijgen een vervanger op afroep.")
     assert measured.code == 0, measured
@@ -311,8 +315,10 @@ async def test_audit_lists_the_staff_actions_from_the_dossier(client, settings, 
     trail = await eventually(written)
     assert set(trail) == {"complaint_id", "events", "letters", "alerts", "measures", "erasure"}
     assert trail["complaint_id"] == cid and trail["erasure"] is None
-    assert [(e["sequence"], e["action"], e["by"]) for e in trail["events"]] == [
-        (1, "submitted", "intake"), (2, "decide", "anna"), (3, "measure", "tester")]
+    assert [(e["sequence"], e["action"], e["by"], e["key_id"]) for e in trail["events"]] == [
+        (1, "submitted", "intake", None), (2, "decide", "anna", KEYS["anna"].key_id),
+        (3, "measure", "tester", KEYS["tester"].key_id)]  # the verified signer's register name and key
+    assert trail["events"][0]["signed_at"] is None and aware(trail["events"][1]["signed_at"])
     assert trail["events"][1]["note"] == "rejected: Geen grond." and not trail["events"][1]["note_erased"]
     aware(trail["events"][0]["at"])
     ack = trail["letters"][0]
@@ -324,7 +330,8 @@ async def test_audit_lists_the_staff_actions_from_the_dossier(client, settings, 
 
     text = await cli("audit", cid)
     assert text.code == 0, text
-    assert "decide by anna: rejected: Geen grond." in text.out and "measure by tester" in text.out
+    assert f"decide by anna (key {KEYS['anna'].key_id}): rejected: Geen grond." in text.out
+    assert f"measure by tester (key {KEYS['tester'].key_id})" in text.out
     assert "acknowledgement #1 sent" in text.out and "jan.devries" not in text.out
 
 

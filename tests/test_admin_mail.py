@@ -12,6 +12,7 @@ from intake.start import submit_complaint
 from tests.cli import admin_environ, run_admin
 from tests.factories import DELETE, complaint_json
 from tests.lifecycle import eventually, status, wait_view
+from tests.staff import KEYS
 
 
 def _files(tmp_path: Path) -> dict[str, Path]:
@@ -43,8 +44,12 @@ async def test_register_a_letter_with_its_scan_and_write_the_scan_out_again(env,
     handle = client.get_workflow_handle(complaint_id)
     view = await wait_view(handle, lambda v: v.acknowledged_at is not None, "the acknowledgement")
     assert (view.channel.value, view.route.value, view.phase.value, view.missing) == ("letter", "formal", "formal", [])
+    registered_by = [(h.action, h.by, h.key_id) for h in view.history if h.action == "register"]
+    assert registered_by == [("register", "tester", KEYS["tester"].key_id)]  # who registered it, verified
     again = await run_admin(environ, *_register(files), "--json")
     assert again.json() == {"complaint_id": complaint_id, "created": False}  # registering twice is safe
+    view = await wait_view(handle, lambda v: True, "the view")
+    assert [h.action for h in view.history].count("register") == 1
     rows = await pool.fetch("SELECT number, filename, sha256 FROM attachments WHERE complaint_id = $1", complaint_id)
     assert [(r["number"], r["filename"]) for r in rows] == [(1, "brief-scan.pdf")]  # kept once
 

@@ -147,7 +147,7 @@ def _one_line(result: Result) -> str:
 
 
 async def test_every_command_is_refused_in_every_phase_it_does_not_fit(client, settings, worker, mail, env) -> None:
-    environ = cli_env(settings, env.client.service_client.config.target_host, COMPLAINTS_STAFF="tester")
+    environ = cli_env(settings, env.client.service_client.config.target_host, staff="tester")
     gate = asyncio.Semaphore(CONCURRENCY)
 
     async def admin_cli(*args: str) -> Result:
@@ -186,7 +186,7 @@ async def test_every_command_is_refused_in_every_phase_it_does_not_fit(client, s
 
 
 async def test_unknown_ids_exit_4_for_every_command(env, settings) -> None:
-    environ = cli_env(settings, env.client.service_client.config.target_host, COMPLAINTS_STAFF="tester")
+    environ = cli_env(settings, env.client.service_client.config.target_host, staff="tester")
     gate = asyncio.Semaphore(CONCURRENCY)
     unknown = f"complaint-{uuid.uuid4().hex[:16]}"
 

@@ -323,7 +323,7 @@ async def test_on_the_schedule_the_workflow_analyses_the_previous_year(client, w
 
 
 async def test_admin_analyse_prints_the_report(seeded, env, worker, settings) -> None:
-    environ = cli_env(settings, env.client.service_client.config.target_host, COMPLAINTS_STAFF="tester")
+    environ = cli_env(settings, env.client.service_client.config.target_host, staff="tester")
     printed = await run_cli(str(REPO / "admin.py"), "analyse", "--year", "2019", "--json", env=environ, timeout=150)
     assert printed.json() == expected(as_of_2020=False), printed.err
     table = await run_cli(str(REPO / "admin.py"), "analyse", "--year", "2019", env=environ, timeout=150)

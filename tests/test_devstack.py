@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import json
 import os
 import signal
@@ -24,6 +25,8 @@ from pathlib import Path
 import aiohttp
 
 from complaints.ids import complaint_id_for_reference
+from complaints.staff import StaffRole
+from infra.signing import DEFAULT_KEY_FILE, read_key
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -208,7 +211,8 @@ def send_mail(smtp_port: int, raw: bytes, sender: str = "jan.devries@example.nl"
 async def admin(temporal_port: int, pg_port: int, data_dir: Path, *args: str) -> str:
     env = clean_env(TEMPORAL_ADDRESS=f"127.0.0.1:{temporal_port}",
                     COMPLAINTS_ENCRYPTION_KEYS_FILE=str(data_dir / "encryption-keys"),
-                    DATABASE_URL=f"postgresql://postgres@127.0.0.1:{pg_port}/complaints")
+                    DATABASE_URL=f"postgresql://postgres@127.0.0.1:{pg_port}/complaints",
+                    XDG_CONFIG_HOME=str(data_dir.parent / "config"))  # the OS user's key, as make run made it
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "admin.py", *args, cwd=ROOT, env=env, stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -252,11 +256,25 @@ async def mail_walk_through(data_dir: Path, temporal_port: int, pg_port: int, sm
     assert "reply" in messages and "Re: Ontvangstbevestiging" in messages
     assert "06 12345678" in await admin(temporal_port, pg_port, data_dir, "message", complaint_id, "2")
 
+    # The walk-through's staff action, with no step of one's own: make run made the OS user's director
+    # key and a register holding it, so the decision is signed, accepted and audited under that name.
+    decided = await admin(temporal_port, pg_port, data_dir, "decide", complaint_id, "--outcome", "upheld",
+                          "--motivation", "Terecht; wij plannen opnieuw in.")
+    assert decided.strip() == f"{complaint_id} decided: upheld; phase decided"
+    key = read_key(data_dir.parent / "config" / DEFAULT_KEY_FILE)
+    assert (key.name, key.role) == (getpass.getuser(), StaffRole.DIRECTOR)
+    deadline = time.monotonic() + 30
+    while f"decide by {key.name} (key {key.key_id})" not in await admin(temporal_port, pg_port, data_dir, "audit",
+                                                                       complaint_id):
+        assert time.monotonic() < deadline, "the decision is not in the audit trail"
+        await asyncio.sleep(0.5)
+
 
 async def test_devstack_runs_the_system_and_keeps_complaints_across_restarts(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     temporal_port, ui_port, pg_port, smtp_port, codec_port, imap_port = _ports(6)
-    env = clean_env(DEVSTACK_DATA_DIR=str(data_dir), DEVSTACK_TEMPORAL_PORT=str(temporal_port),
+    env = clean_env(DEVSTACK_DATA_DIR=str(data_dir), XDG_CONFIG_HOME=str(tmp_path / "config"),
+                    DEVSTACK_TEMPORAL_PORT=str(temporal_port),
                     DEVSTACK_UI_PORT=str(ui_port), DEVSTACK_POSTGRES_PORT=str(pg_port),
                     DEVSTACK_SMTP_PORT=str(smtp_port), DEVSTACK_CODEC_PORT=str(codec_port),
                     DEVSTACK_IMAP_PORT=str(imap_port))

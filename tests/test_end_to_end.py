@@ -22,7 +22,7 @@ from tests.processes import start_worker, stop, wait_until
 async def stack_env(env, settings, mail):
     address = env.client.service_client.config.target_host
     return cli_env(settings, address, SMTP_HOST=mail.host, SMTP_PORT=str(mail.port),
-                   COMPLAINTS_STAFF="e2e-officer")
+                   staff="e2e-officer")
 
 
 @pytest.fixture

@@ -158,7 +158,7 @@ async def test_temporal_restarted_complaints_resume_timers_keep_their_deadlines(
     port = free_port()
     own = replace(settings, temporal_address=f"127.0.0.1:{port}")
     environ = cli_env(own, own.temporal_address, SMTP_HOST=mail.host, SMTP_PORT=str(mail.port),
-                      COMPLAINTS_STAFF="Marieke Jansen")
+                      staff="Marieke Jansen")
     server = await start_temporal(tmp_path / "temporal.db", port)
     worker = await start_worker(environ)
     try:

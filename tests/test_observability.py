@@ -53,6 +53,7 @@ from devstack.smtp import MailCatcher
 from infra import observability
 from infra.config import Settings, load_settings
 from infra.observability import JsonFormatter, TextFormatter
+from infra.signing import SigningInterceptor
 from infra.temporal_client import connect
 from tests.cli import REPO, cli_env
 from tests.conftest import ENCRYPTION_KEYS, free_port
@@ -70,6 +71,7 @@ from tests.lifecycle import (
     wait_view,
 )
 from tests.processes import stop
+from tests.staff import Keyring
 from worker import build_worker
 from workflows.complaint import ComplaintWorkflow
 
@@ -191,7 +193,7 @@ async def test_a_whole_lifecycle_logs_the_complaint_id_and_no_personal_data(
             await handle.execute_update(ComplaintWorkflow.engage_mediator,
                                         EngageMediatorInput(by=STAFF, mediator=MEDIATOR))
         await handle.execute_update(ComplaintWorkflow.verdict, VerdictInput(
-            by=MEDIATOR, summary=VERDICT, consequences=[CONSEQUENCE]))
+            by=STAFF, summary=VERDICT, consequences=[CONSEQUENCE]))
         await wait_letter(mail, handle, LetterKind.VERDICT)
         view = await handle.execute_update(ComplaintWorkflow.consequences_picked_up,
                                            ConsequencesPickedUpInput(by=STAFF, note=PICKED_UP))
@@ -485,7 +487,8 @@ async def test_a_submission_and_a_staff_action_are_traced_without_personal_data(
     async with otlp_receiver() as (endpoint, bodies):
         traced = replace(settings, temporal_address=env.client.service_client.config.target_host,
                          otlp_endpoint=endpoint, otel_service_name=f"complaints-test-{uuid.uuid4().hex[:6]}")
-        traced_client = await connect(traced)  # intake and staff use the same connect()
+        # intake and staff use the same connect(); staff sign their actions (tests/staff.py)
+        traced_client = await connect(traced, interceptors=[SigningInterceptor(Keyring())])
         # The first attempt's failure (a 450 that quotes the address) is recorded on its span.
         with echoing_mail_server(greylisted_once={EMAIL}, refused=set()):
             async with build_worker(traced_client, traced, pool):

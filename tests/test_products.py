@@ -130,7 +130,7 @@ async def test_the_product_is_a_code_everywhere_but_the_complainants_own_words_a
     row = await wait_dossier(pool, handle, product="training-agile", product_text=words)
     assert row["product_matched"]
 
-    cli = cli_env(settings, env.client.service_client.config.target_host, COMPLAINTS_STAFF="Marieke Jansen")
+    cli = cli_env(settings, env.client.service_client.config.target_host, staff="Marieke Jansen")
     shown = (await run_cli("admin.py", "show", handle.id, "--json", env=cli)).json()
     assert (shown["product"], shown["product_text"]) == ("training-agile", words)
     listed = await run_cli("admin.py", "list", "--json", env=cli)

@@ -47,7 +47,7 @@ async def test_staff_correct_the_address_and_resend_the_refused_letter(env, clie
         await wait_view(handle, lambda v: bool(v.letters) and v.letters[0].status == "failed")
     finally:
         mail.refused_recipients.discard(bad)
-    cli = cli_env(settings, env.client.service_client.config.target_host, COMPLAINTS_STAFF="Marieke Jansen")
+    cli = cli_env(settings, env.client.service_client.config.target_host, staff="Marieke Jansen")
 
     nothing = await run_cli("admin.py", "resend", handle.id, "--kind", "decision", env=cli)
     assert nothing.code == 3 and "no undelivered decision letter" in nothing.err
@@ -103,7 +103,7 @@ async def test_a_closing_letter_that_bounces_is_corrected_and_sent_during_the_re
     await wait_alert(mail, handle, AlertKind.LETTER_UNDELIVERABLE)
     assert "letter-undeliverable" in await eventually(lambda: _open_alerts(handle), what="the open alert")
 
-    cli = cli_env(settings, env.client.service_client.config.target_host, COMPLAINTS_STAFF=STAFF)
+    cli = cli_env(settings, env.client.service_client.config.target_host, staff=STAFF)
     good = f"jan.devries-{uuid.uuid4().hex[:8]}@example.nl"
     corrected = await run_cli("admin.py", "correct-contact", handle.id, "--email", good, env=cli)
     assert corrected.code == 0, corrected.err
@@ -154,7 +154,7 @@ async def test_a_closing_letter_refused_at_once_still_lets_the_complaint_close_a
     assert _withdrawals(view) == [(1, "failed")]
     assert "letter-undeliverable" in await eventually(lambda: _open_alerts(handle), what="the open alert")
 
-    cli = cli_env(settings, env.client.service_client.config.target_host, COMPLAINTS_STAFF=STAFF)
+    cli = cli_env(settings, env.client.service_client.config.target_host, staff=STAFF)
     good = f"jan.devries-{uuid.uuid4().hex[:8]}@example.nl"
     assert (await run_cli("admin.py", "correct-contact", handle.id, "--email", good, env=cli)).code == 0
     assert (await run_cli("admin.py", "resend", handle.id, "--kind", "withdrawal", env=cli)).code == 0

@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
     from complaints.ids import MESSAGE_ID as _MESSAGE_ID
     from complaints.ids import sender_hash
     from complaints.products import OTHER as OTHER_PRODUCT
+    from complaints.staff import NOT_AUTHORISED, NotAuthorised, authorise
     from complaints.models import (
         CLOSING_LETTERS,
         OPEN_PHASES,
@@ -78,9 +79,11 @@ with workflow.unsafe.imports_passed_through():
         PurgeResult,
         Recipient,
         ResendInput,
+        RegisterInput,
         ResolveInformallyInput,
         SetProductInput,
         RetainedComplaint,
+        StaffAction,
         Route,
         SendAlertInput,
         SendLetterInput,
@@ -91,7 +94,7 @@ with workflow.unsafe.imports_passed_through():
         WithdrawInput,
     )
     from complaints.views import anonymous, open_alerts, uncertain_kinds, undelivered_kinds
-    from infra import metrics
+    from infra import metrics, staff_register
     from workflows.policies import (
         ACTIVITY_TIMEOUT,
         CALENDAR_TIMEOUT,
@@ -490,32 +493,35 @@ class ComplaintWorkflow:
 
     @workflow.update
     def resolve_informally(self, action: ResolveInformallyInput) -> ComplaintView:
-        self._record("resolve-informally", action.by, action.note)
+        self._record("resolve-informally", action, action.note)
         self._letter(LetterKind.INFORMAL_RESOLUTION, note=action.note)
         self._close(Outcome.RESOLVED_INFORMALLY)
         return self._done()
 
     @resolve_informally.validator
     def _check_resolve_informally(self, action: ResolveInformallyInput) -> None:
+        self._authorise("resolve-informally", action)
         self._require_phase("resolve-informally", Phase.INFORMAL)
 
     @workflow.update
     def escalate(self, action: EscalateInput) -> ComplaintView:
-        self._record("escalate", action.by, action.reason)
+        self._record("escalate", action, action.reason)
         self._enter_formal(workflow.now())
         return self._done()
 
     @escalate.validator
     def _check_escalate(self, action: EscalateInput) -> None:
+        self._authorise("escalate", action)
         self._require_phase("escalate", Phase.INFORMAL)
 
     @workflow.update
     def extend(self, action: ExtendInput) -> ComplaintView:
-        self._extend(end_of_day(action.until), action.by, action.reason)
+        self._extend(end_of_day(action.until), action, action.reason)
         return self._done()
 
     @extend.validator
     def _check_extend(self, action: ExtendInput) -> None:
+        self._authorise("extend", action)
         self._require_phase("extend", Phase.FORMAL)
         term = self._view.deadlines.resolve_by
         assert term is not None
@@ -539,34 +545,37 @@ class ComplaintWorkflow:
         if within and not self._alerted(AlertKind.RESOLUTION_OVERDUE):
             self._deadline(metrics.RESOLUTION, metrics.MET)
         self._view.outcome = action.outcome
-        self._record("decide", action.by, f"{action.outcome.value}: {action.motivation}")
+        self._record("decide", action, f"{action.outcome.value}: {action.motivation}")
         self._letter(LetterKind.DECISION, outcome=action.outcome, motivation=action.motivation)
         self._enter_decided(now)
         return self._done()
 
     @decide.validator
     def _check_decide(self, action: DecideInput) -> None:
+        self._authorise("decide", action)
         self._require_phase("decide", Phase.FORMAL)
 
     @workflow.update
     def disagree(self, action: DisagreeInput) -> ComplaintView:
-        self._record("disagree", action.by, action.note)
+        self._record("disagree", action, action.note)
         self._view.phase = Phase.MEDIATION
         return self._done()
 
     @disagree.validator
     def _check_disagree(self, action: DisagreeInput) -> None:
+        self._authorise("disagree", action)
         self._require_phase("disagree", Phase.FORMAL, Phase.DECIDED)
 
     @workflow.update
     def engage_mediator(self, action: EngageMediatorInput) -> ComplaintView:
         self._view.mediator = action.mediator
-        self._record("engage-mediator", action.by, action.mediator)
+        self._record("engage-mediator", action, action.mediator)
         self._letter(LetterKind.MEDIATOR_ENGAGED, mediator=action.mediator)
         return self._done()
 
     @engage_mediator.validator
     def _check_engage_mediator(self, action: EngageMediatorInput) -> None:
+        self._authorise("engage-mediator", action)
         self._require_phase("engage-mediator", Phase.MEDIATION)
         if self._view.mediator is not None:
             raise ApplicationError(f"a mediator is already engaged ({self._view.mediator})", type=NOT_ALLOWED)
@@ -576,7 +585,7 @@ class ComplaintWorkflow:
         now = workflow.now()
         self._view.verdict = Verdict(summary=action.summary, consequences=action.consequences, at=now)
         self._view.outcome = Outcome.MEDIATED
-        self._record("verdict", action.by, action.summary)
+        self._record("verdict", action, action.summary)
         if action.consequences:
             self._enter_consequences(now)
         else:
@@ -586,6 +595,7 @@ class ComplaintWorkflow:
 
     @verdict.validator
     def _check_verdict(self, action: VerdictInput) -> None:
+        self._authorise("verdict", action)
         self._require_phase("verdict", Phase.MEDIATION)
         if self._view.mediator is None:
             raise ApplicationError("engage the independent mediator first (engage-mediator)", type=NOT_ALLOWED)
@@ -595,33 +605,36 @@ class ComplaintWorkflow:
         by = self._view.deadlines.consequences_by
         if by is not None and workflow.now() <= by and not self._alerted(AlertKind.CONSEQUENCES_OVERDUE):
             self._deadline(metrics.CONSEQUENCES, metrics.MET)
-        self._record("consequences-picked-up", action.by, action.note)
+        self._record("consequences-picked-up", action, action.note)
         self._close(Outcome.MEDIATED)
         return self._done()
 
     @consequences_picked_up.validator
     def _check_consequences_picked_up(self, action: ConsequencesPickedUpInput) -> None:
+        self._authorise("consequences-picked-up", action)
         self._require_phase("consequences-picked-up", Phase.CONSEQUENCES)
 
     @workflow.update
     def withdraw(self, action: WithdrawInput) -> ComplaintView:
-        self._record("withdraw", action.by, action.reason)
+        self._record("withdraw", action, action.reason)
         self._letter(LetterKind.WITHDRAWAL, note=action.reason)
         self._close(Outcome.WITHDRAWN)
         return self._done()
 
     @withdraw.validator
     def _check_withdraw(self, action: WithdrawInput) -> None:
+        self._authorise("withdraw", action)
         self._require_phase("withdraw", *OPEN_PHASES)
 
     @workflow.update
     def record_measure(self, action: MeasureInput) -> ComplaintView:
         self._view.measures.append(Measure(at=workflow.now(), by=action.by, text=action.text))
-        self._record("measure", action.by, action.text)
+        self._record("measure", action, action.text)
         return self._done()
 
     @record_measure.validator
     def _check_record_measure(self, action: MeasureInput) -> None:
+        self._authorise("measure", action)
         self._require_phase("measure", *OPEN_PHASES, Phase.CLOSED)
         self._require_kept("measure")
 
@@ -632,11 +645,12 @@ class ComplaintWorkflow:
             self._submission = self._submission.model_copy(update={"complainant": complainant})
         else:  # the retention run: to the dossier, and then on to a run without it
             self._contact_email = str(action.email)
-        self._record("correct-contact", action.by, "e-mail address corrected")
+        self._record("correct-contact", action, "e-mail address corrected")
         return self._done()
 
     @correct_contact.validator
     def _check_correct_contact(self, action: CorrectContactInput) -> None:
+        self._authorise("correct-contact", action)
         if self._closed_letters and self._view.phase is Phase.CLOSED:
             self._require_letter_waiting("correct-contact")
         else:
@@ -644,7 +658,7 @@ class ComplaintWorkflow:
 
     @workflow.update
     def resend(self, action: ResendInput) -> ComplaintView:
-        self._record("resend", action.by, f"{action.kind.value} letter sent again")
+        self._record("resend", action, f"{action.kind.value} letter sent again")
         failed = self._undelivered.pop(action.kind, None)
         if failed is not None:
             # The same letter (what it said) to the current address, with the current terms.
@@ -659,6 +673,7 @@ class ComplaintWorkflow:
 
     @resend.validator
     def _check_resend(self, action: ResendInput) -> None:
+        self._authorise("resend", action)
         if self._closed_letters and self._view.phase is Phase.CLOSED:
             self._require_letter_waiting("resend")
             waiting = action.kind in self._closing_letters_waiting() and not any(
@@ -692,11 +707,12 @@ class ComplaintWorkflow:
 
     @workflow.update
     def complete(self, action: CompleteInput) -> ComplaintView:
-        self._fill(action.contents(), action.by)
+        self._fill(action.contents(), action)
         return self._done()
 
     @complete.validator
     def _check_complete(self, action: CompleteInput) -> None:
+        self._authorise("complete", action)
         self._require_phase("complete", *OPEN_PHASES)
 
     @workflow.update
@@ -704,15 +720,31 @@ class ComplaintWorkflow:
         if not self._view.product_is_code and self._view.product is not None and self._submission is not None:
             self._view.product_text = self._submission.product  # from before the catalogue: keep the words
         self._view.product, self._view.product_is_code = action.code, True
-        self._record("set-product", action.by, f"product {action.code}")
+        self._record("set-product", action, f"product {action.code}")
         return self._done()
 
     @set_product.validator
     def _check_set_product(self, action: SetProductInput) -> None:
+        self._authorise("set-product", action)
         self._require_phase("set-product", *OPEN_PHASES, Phase.CLOSED)
         self._require_kept("set-product")
         if self._view.product_is_code and self._view.product == action.code:
             raise ApplicationError(f"code: the product is already {action.code}", type=INVALID)
+
+    @workflow.update
+    def register(self, action: RegisterInput) -> ComplaintView:
+        self._record("register", action, f"registered from a {action.channel.value}")
+        return self._done()
+
+    @register.validator
+    def _check_register(self, action: RegisterInput) -> None:
+        self._authorise("register", action)
+        self._require_phase("register", *OPEN_PHASES)
+        if self._view.channel is not action.channel or action.channel is Channel.EMAIL:
+            raise ApplicationError(f"channel: this complaint came {self._view.channel.value}, not by "
+                                   f"{action.channel.value}", type=INVALID)
+        if any(entry.action == "register" for entry in self._view.history):
+            raise ApplicationError("register: this complaint is registered already", type=NOT_ALLOWED)
 
     # ============================================================ mail about the complaint
     # Sent by the mailbox workflow (workflows/mailbox.py); a mail it hands over twice counts once.
@@ -794,7 +826,7 @@ class ComplaintWorkflow:
         self._view.phase = Phase.CONSEQUENCES
         self._view.deadlines.consequences_by = terms.CONSEQUENCES_WITHIN.after(verdict_at)
 
-    def _extend(self, until: datetime, by: str, reason: str) -> None:
+    def _extend(self, until: datetime, by: str | StaffAction, reason: str) -> None:
         self._view.deadlines.resolve_by = until
         self._view.extensions += 1
         self._record("extend", by, f"new term {until.isoformat()}: {reason}")
@@ -808,7 +840,7 @@ class ComplaintWorkflow:
         self._view.closed_at = now
         self._view.deadlines.purge_on = terms.RETENTION.after(now)
 
-    def _fill(self, contents: Contents, by: str, only_missing: bool = False) -> None:
+    def _fill(self, contents: Contents, by: str | StaffAction, only_missing: bool = False) -> None:
         """Minimum contents filled in: the submission, the view (product, what is missing), the history."""
         s = self._submission
         assert s is not None
@@ -845,8 +877,25 @@ class ComplaintWorkflow:
             return False
         return sender == sender_hash(str(self._submission.complainant.email))
 
-    def _record(self, action: str, by: str, note: str | None = None) -> None:
-        self._view.history.append(HistoryEntry(at=workflow.now(), action=action, by=by, note=note))
+    def _record(self, action: str, by: str | StaffAction, note: str | None = None) -> None:
+        """A line in the history: the system's, or a staff action's with its signer and signature."""
+        if isinstance(by, StaffAction):
+            signed = by.signature
+            self._view.history.append(HistoryEntry(
+                at=workflow.now(), action=action, by=by.by, note=note, key_id=signed.key_id if signed else None,
+                signed_at=signed.signed_at if signed else None, nonce=signed.nonce if signed else None))
+        else:
+            self._view.history.append(HistoryEntry(at=workflow.now(), action=action, by=by, note=note))
+
+    def _authorise(self, action_name: str, action: StaffAction) -> None:
+        """Refuses (NotAuthorised) unless a registered person whose role allows it signed this action for
+        this complaint, and the signature was not used before (complaints/staff.py)."""
+        used = {entry.nonce for entry in self._view.history if entry.nonce}
+        try:
+            authorise(staff_register.current(), workflow.info().workflow_id, workflow.current_update_info().name,
+                      action_name, action, used)
+        except NotAuthorised as err:
+            raise ApplicationError(str(err), type=NOT_AUTHORISED, non_retryable=True) from None
 
     def _changed(self) -> None:
         """The state changed: a timer waiting on the old state is reconsidered and the dossier written."""

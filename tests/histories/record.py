@@ -40,7 +40,9 @@ from devstack.postgres import LocalPostgres
 from devstack.smtp import MailCatcher
 from infra.codec import parse_keys
 from infra.config import Settings
+from infra.signing import SigningInterceptor
 from infra.temporal_client import data_converter
+from tests import staff as test_staff
 from tests.conftest import TEMPORAL_CLI, TIME_SKIPPING_FLAG, free_port
 from tests.lifecycle import (
     decide,
@@ -176,10 +178,12 @@ async def main(names: list[str]) -> None:
         pg = LocalPostgres(Path(tmp) / "pg", free_port())
         pg.start()
         settings = Settings(database_url=pg.url, smtp_host=mail.host, smtp_port=mail.port,
-                            encryption_keys=KEYS, task_queue=f"record-{uuid.uuid4()}")
+                            encryption_keys=KEYS, task_queue=f"record-{uuid.uuid4()}",
+                            staff_file=test_staff.REGISTER)  # staff actions signed, as the suite's
         env = await WorkflowEnvironment.start_time_skipping_v2(
             ts_config=TimeSkippingConfig(enabled=False), dev_server_existing_path=str(TEMPORAL_CLI),
-            dev_server_extra_args=TIME_SKIPPING_FLAG, data_converter=data_converter(settings))
+            dev_server_extra_args=TIME_SKIPPING_FLAG, data_converter=data_converter(settings),
+            interceptors=[SigningInterceptor(test_staff.Keyring())])
         try:
             await register_search_attributes(env.client, env.client.namespace)
             pool = await create_pool(settings)
