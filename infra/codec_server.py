@@ -33,7 +33,10 @@ Access:
   between all ports of a host, so another page on ``localhost`` gets the cookie sent along but
   is refused by the origin check. ``POST /login`` itself must come from this server's own
   origin (``Origin`` and ``Sec-Fetch-Site``, when present), so no other page can submit it.
-  Without a token none of this exists: /login is unknown, as before.
+  Without a token none of this exists: /login is unknown, as before. A login form may hold
+  ``MAX_LOGIN_BODY`` bytes (413 beyond); after ``FAILED_LOGINS_PER_CLIENT`` wrong tokens from one
+  address (or ``FAILED_LOGINS_IN_ALL`` from all) within a minute, /login answers 429 until the
+  minute has passed. A token shorter than ``MIN_TOKEN_BYTES`` is refused at start.
 - Without a token (``make run``: bound to 127.0.0.1 only) the origin check alone applies.
   The server refuses to listen on a non-loopback address without a token.
 
@@ -66,8 +69,18 @@ from infra.codec import ENCODING, KEY_ID_FIELD, EncryptionCodec, KeyConfigError
 from infra.config import DEV_KEYS_FILE, ConfigError, Settings, load_settings
 from infra.observability import configure_logging
 
-#: Large enough for a batch of Temporal's largest payloads (2 MB each by default).
+#: Large enough for a batch of Temporal's largest payloads (2 MB each by default): /encode, /decode.
 MAX_BODY = 16 * 1024 * 1024
+#: A login form holds the token and nothing else.
+MAX_LOGIN_BODY = 4096
+#: The shortest token the server accepts (bytes): a token is the only thing between the Internet
+#: and the decrypted payloads, so it must not be guessable.
+MIN_TOKEN_BYTES = 32
+#: Failed logins allowed per client address, and for all clients together, within the window; after
+#: that /login answers 429 until the window has passed (a successful login does not reset it).
+FAILED_LOGINS_PER_CLIENT = 5
+FAILED_LOGINS_IN_ALL = 50
+FAILED_LOGIN_WINDOW = 60.0
 ALLOWED_HEADERS = "content-type, x-namespace, authorization"
 _BASE64 = re.compile(r"^[A-Za-z0-9+/_-]*={0,2}$")
 
@@ -119,9 +132,37 @@ class Sessions:
             self._expiry.pop(self._digest(session), None)
 
 
+class FailedLogins:
+    """Failed logins of the last ``window`` seconds, per client address and in all (in memory)."""
+
+    def __init__(self, per_client: int = FAILED_LOGINS_PER_CLIENT, in_all: int = FAILED_LOGINS_IN_ALL,
+                 window: float = FAILED_LOGIN_WINDOW, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_client, self.in_all, self.window, self.clock = per_client, in_all, window, clock
+        self._failures: list[tuple[float, str]] = []
+
+    def _recent(self) -> list[tuple[float, str]]:
+        since = self.clock() - self.window
+        self._failures = [(at, who) for at, who in self._failures if at > since]
+        return self._failures
+
+    def wait(self, client: str) -> float:
+        """Seconds ``client`` must wait before it may try again (0: it may try now)."""
+        recent = self._recent()
+        mine = [at for at, who in recent if who == client]
+        if len(mine) >= self.per_client:
+            return mine[-self.per_client] + self.window - self.clock()
+        if len(recent) >= self.in_all:
+            return recent[-self.in_all][0] + self.window - self.clock()
+        return 0.0
+
+    def failed(self, client: str) -> None:
+        self._recent().append((self.clock(), client))
+
+
 _CODEC = web.AppKey("codec", EncryptionCodec)
 _SETTINGS = web.AppKey("settings", Settings)
 SESSIONS = web.AppKey("sessions", Sessions)
+FAILED_LOGINS = web.AppKey("failed_logins", FailedLogins)
 
 
 class BadRequest(Exception):
@@ -246,6 +287,15 @@ async def _login(request: web.Request) -> web.Response:
     if _cross_site_form(request):
         return _page(403, "Codec server: refused",
                      "<p>The login form must be submitted from this server's own login page.</p>")
+    client = request.remote or "-"
+    wait = request.app[FAILED_LOGINS].wait(client)
+    if wait > 0:
+        response = _page(429, "Codec server: too many wrong tokens",
+                         f"<p>Too many wrong tokens: try again in {int(wait) + 1} seconds.</p>")
+        response.headers["Retry-After"] = str(int(wait) + 1)
+        return response
+    if request.content_length is None or request.content_length > MAX_LOGIN_BODY:
+        return _page(413, "Codec server: refused", "<p>A login form holds the token only.</p>")
     try:
         form = await request.post()
     except ValueError:
@@ -254,6 +304,7 @@ async def _login(request: web.Request) -> web.Response:
     given = token.encode("utf-8", "surrogateescape") if isinstance(token, str) else b""
     token_bytes = request.app[_SETTINGS].codec_token.encode()  # type: ignore[union-attr]
     if not hmac.compare_digest(given, token_bytes):
+        request.app[FAILED_LOGINS].failed(client)
         return _page(401, "Codec server: wrong token",
                      f"<p>That is not the codec server's token.</p>{_LOGIN_FORM}")
     response = _page(200, "Codec server: logged in",
@@ -335,12 +386,18 @@ async def _codec(request: web.Request) -> web.Response:
         return _error(400, str(err))
 
 
-def build_app(settings: Settings) -> web.Application:
-    """The codec server for ``settings`` (keys, UI origin, token); raises KeyConfigError without keys."""
+def build_app(settings: Settings, failed_logins: FailedLogins | None = None) -> web.Application:
+    """The codec server for ``settings`` (keys, UI origin, token); raises KeyConfigError without keys and
+    ConfigError for a token shorter than ``MIN_TOKEN_BYTES``."""
+    if settings.codec_token is not None and len(settings.codec_token.encode()) < MIN_TOKEN_BYTES:
+        raise ConfigError(f"CODEC_SERVER_TOKEN: must be at least {MIN_TOKEN_BYTES} bytes, not "
+                          f"{len(settings.codec_token.encode())} (python3 -c \"import secrets; "
+                          "print(secrets.token_hex(24))\")")
     app = web.Application(middlewares=[_access], client_max_size=MAX_BODY)
     app[_CODEC] = EncryptionCodec(settings.encryption_keys, strict=False)  # shows what is there
     app[_SETTINGS] = settings
     app[SESSIONS] = Sessions()
+    app[FAILED_LOGINS] = failed_logins or FailedLogins()
     app.router.add_route("POST", "/{tail:.*}", _post)  # .../encode, .../decode (and .../login, .../logout)
     app.router.add_route("OPTIONS", "/{tail:.*}", _codec)  # preflight, answered by the middleware
     if settings.codec_token is not None:

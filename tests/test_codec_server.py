@@ -18,20 +18,29 @@ from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 
 from infra.codec import ENCODING, KEY_ID_FIELD, EncryptionCodec, new_key_entry, parse_keys
-from infra.codec_server import SESSION_COOKIE, SESSION_TTL, SESSIONS, Sessions, build_app
-from infra.config import Settings
+from infra.codec_server import (
+    MAX_BODY,
+    SESSION_COOKIE,
+    SESSION_TTL,
+    SESSIONS,
+    FailedLogins,
+    Sessions,
+    build_app,
+)
+from infra.config import ConfigError, Settings
 from tests.cli import REPO, run_cli
 
 UI = "http://localhost:8233"
-TOKEN = "s3cret-token-for-tests"
+TOKEN = "s3cret-token-for-tests-0123456789abcdef"  # 32 bytes at least (MIN_TOKEN_BYTES)
 OLD, NEW = parse_keys(new_key_entry("key-1"))[0], parse_keys(new_key_entry("key-2"))[0]
 SETTINGS = Settings(encryption_keys=(NEW, OLD), codec_ui_origin=UI, codec_token=TOKEN)
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Origin": UI, "X-Namespace": "default"}
 
 
 @asynccontextmanager
-async def codec_client(settings: Settings = SETTINGS) -> AsyncIterator[TestClient]:
-    async with TestClient(TestServer(build_app(settings), host="127.0.0.1")) as client:
+async def codec_client(settings: Settings = SETTINGS,
+                       failed_logins: FailedLogins | None = None) -> AsyncIterator[TestClient]:
+    async with TestClient(TestServer(build_app(settings, failed_logins), host="127.0.0.1")) as client:
         yield client
 
 
@@ -195,7 +204,7 @@ async def test_the_session_cookie_decodes_for_the_ui_origin_with_credentials() -
 
 
 async def test_a_wrong_token_is_a_401_page_without_a_cookie() -> None:
-    async with codec_client() as client:
+    async with codec_client(failed_logins=FailedLogins(per_client=100)) as client:
         for wrong in (f"{TOKEN}x", TOKEN[:-1], "", f"Bearer {TOKEN}", "ëé"):
             resp = await log_in(client, wrong)
             assert resp.status == 401, wrong
@@ -345,3 +354,45 @@ async def test_the_command_refuses_a_public_address_without_a_token() -> None:
     result = await run_cli("-m", "infra.codec_server", env=env, timeout=30)
     assert result.code == 2, result
     assert "CODEC_SERVER_TOKEN" in result.err
+
+
+# ----------------------------------------------------------- limits: token length, body sizes, failed logins
+
+
+async def test_a_token_shorter_than_32_bytes_is_refused_at_start() -> None:
+    with pytest.raises(ConfigError) as info:
+        build_app(replace(SETTINGS, codec_token="x" * 31))
+    assert str(info.value).startswith("CODEC_SERVER_TOKEN: must be at least 32 bytes, not 31")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPLAINTS_", "CODEC_"))}
+    env.update(COMPLAINTS_ENCRYPTION_KEYS=new_key_entry("k"), CODEC_SERVER_TOKEN="geheim", PYTHONPATH=str(REPO))
+    result = await run_cli("-m", "infra.codec_server", env=env, timeout=30)
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 1, result
+    assert "CODEC_SERVER_TOKEN: must be at least 32 bytes, not 6" in result.err and "geheim" not in result.err
+
+
+async def test_login_and_decode_bodies_are_limited() -> None:
+    async with codec_client() as client:
+        big_form = await client.post("/login", data={"token": TOKEN, "x": "y" * 5000},
+                                     headers={"Origin": own_origin(client), "Sec-Fetch-Site": "same-origin"})
+        assert big_form.status == 413 and SESSION_COOKIE not in big_form.cookies
+        assert (await log_in(client)).status == 200  # a form of the token alone is fine
+        huge = await client.post("/decode", data=b"{" + b" " * MAX_BODY + b"}", headers=AUTH)
+        assert huge.status == 413
+
+
+async def test_wrong_tokens_are_limited_per_address_and_in_all() -> None:
+    now = [1000.0]
+    async with codec_client(failed_logins=FailedLogins(clock=lambda: now[0])) as client:
+        for _ in range(5):
+            assert (await log_in(client, token="wrong-" + "x" * 30)).status == 401
+        refused = await log_in(client)  # even the right token: wait first
+        assert refused.status == 429 and SESSION_COOKIE not in refused.cookies
+        assert 1 <= int(refused.headers["Retry-After"]) <= 61
+        now[0] += 61
+        assert (await log_in(client)).status == 200
+    limiter = FailedLogins(per_client=5, in_all=50, clock=lambda: now[0])
+    for n in range(50):
+        limiter.failed(f"10.0.0.{n}")
+    assert limiter.wait("10.0.1.1") > 0 and limiter.wait("10.0.0.1") > 0
+    now[0] += 61
+    assert limiter.wait("10.0.1.1") == 0

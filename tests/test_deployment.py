@@ -16,8 +16,10 @@ import fnmatch
 import importlib.metadata
 import re
 import shlex
+import stat
 import subprocess
 import sys
+import tempfile
 import tomllib
 from functools import cache
 from pathlib import Path
@@ -29,8 +31,11 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from tests.cli import deployment_script
+
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+MTLS_FILE = ROOT / "docker-compose.mtls.yml"
 ENV_EXAMPLE = ROOT / "deploy" / ".env.example"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
@@ -40,9 +45,11 @@ PYPROJECT = ROOT / "pyproject.toml"
 
 #: Where the application's own code lives (tests and benchmarks do not count as "the code reads it").
 APP_SOURCES = ("complaints", "infra", "dossier", "intake", "activities", "workflows", "starter", "worker.py", "admin.py")
-#: Values the secrets get in these checks (the committed example leaves them empty).
-SECRETS = ("POSTGRES_PASSWORD", "TEMPORAL_DB_PASSWORD", "COMPLAINTS_DB_PASSWORD",
-           "COMPLAINTS_ENCRYPTION_KEYS", "CODEC_SERVER_TOKEN")
+#: Values the secrets of .env get in these checks (the committed example leaves them empty); the
+#: other secrets are files (deploy/make_secrets.py, docker-compose.yml ``secrets:``).
+SECRETS = ("TEMPORAL_DB_PASSWORD",)
+#: Where compose mounts a secret in a container.
+RUN_SECRETS = "/run/secrets/"
 CONDITIONS = ("service_started", "service_healthy", "service_completed_successfully")
 LONG_RUNNING = ("always", "unless-stopped", "on-failure")
 
@@ -65,8 +72,8 @@ def _env_example() -> tuple[dict[str, str], dict[str, str]]:
 
 @cache
 def _references() -> list[tuple[str, str | None, str]]:
-    """Every ``${...}`` in docker-compose.yml as (name, operator, argument)."""
-    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    """Every ``${...}`` in docker-compose.yml and docker-compose.mtls.yml as (name, operator, argument)."""
+    text = COMPOSE_FILE.read_text(encoding="utf-8") + MTLS_FILE.read_text(encoding="utf-8")
     return [(m["name"], m["op"], m["arg"] or "") for m in _REFERENCE.finditer(text)]
 
 
@@ -97,12 +104,13 @@ def _resolve(node: Any, env: dict[str, str]) -> Any:
 
 
 @cache
-def compose() -> dict[str, Any]:
-    """docker-compose.yml as `docker compose config` would see it after `cp deploy/.env.example .env`."""
+def compose(path: Path = COMPOSE_FILE) -> dict[str, Any]:
+    """docker-compose.yml (or the mTLS overlay) as `docker compose config` would see it after
+    `cp deploy/.env.example .env`."""
     active, _ = _env_example()
     env = {name: value for name, value in active.items() if value}
     env.update({name: f"example-{name.lower().replace('_', '-')}" for name in SECRETS if not env.get(name)})
-    document = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
     assert isinstance(document, dict) and isinstance(document.get("services"), dict), \
         "docker-compose.yml has no services mapping"
     return _resolve(document, env)
@@ -195,6 +203,33 @@ def host_path(service: str, container_path: str) -> Path:
         if source.startswith(".") and (container_path == target or container_path.startswith(target + "/")):
             return (ROOT / source / container_path[len(target):].lstrip("/")).resolve()
     raise AssertionError(f"{service}: nothing from the repository is mounted at {container_path}")
+
+
+@cache
+def _secret_files() -> Path:
+    """The secret files as deploy/make_secrets.py writes them (in a folder of this test run)."""
+    folder = Path(tempfile.mkdtemp(prefix="compose-secrets-"))
+    deployment_script("deploy/make_secrets.py").make_secrets(folder)
+    return folder
+
+
+def _secrets_of(service: str) -> set[str]:
+    return {str(item if isinstance(item, str) else item["source"]) for item in services()[service].get("secrets") or []}
+
+
+def _mapped(service: str, env: dict[str, str]) -> dict[str, str]:
+    """``env`` of ``service`` with its container paths made host paths: a secret to the file
+    make_secrets.py writes, a bind mount of the repository to the repository's file."""
+    mapped = {}
+    for name, value in env.items():
+        if value.startswith(RUN_SECRETS):
+            secret = value.removeprefix(RUN_SECRETS)
+            assert secret in _secrets_of(service), f"{service}: {name} names secret {secret!r}, not mounted"
+            value = str(_secret_files() / secret)
+        elif value.startswith("/etc/") and name.endswith("_FILE"):
+            value = str(host_path(service, value))
+        mapped[name] = value
+    return mapped
 
 
 def image_tag(image: str) -> tuple[str, str]:
@@ -368,7 +403,9 @@ def test_codec_server_listening_beyond_loopback_has_a_token() -> None:
     codec_env = environment(codec_server())
     assert codec_env.get("CODEC_SERVER_HOST") == "0.0.0.0", \
         "the codec server must listen on its container's interfaces"
-    assert codec_env.get("CODEC_SERVER_TOKEN"), "CODEC_SERVER_TOKEN must be set (required from .env)"
+    assert codec_env.get("CODEC_SERVER_TOKEN_FILE") == RUN_SECRETS + "codec_server_token", \
+        "the codec server's token comes from the secret codec_server_token"
+    assert "codec_server_token" in _secrets_of(codec_server())
 
 
 # --- the application's environment ----------------------------------------------------------
@@ -402,7 +439,8 @@ def test_worker_environment_points_at_the_stack_and_loads() -> None:
     env = environment(worker())
     postgres, server = image_service("postgres:"), image_service("temporalio/server:")
     mailpit = image_service("axllent/mailpit:")
-    for required in ("TEMPORAL_ADDRESS", "DATABASE_URL", "SMTP_HOST", "COMPLAINTS_ENCRYPTION_KEYS"):
+    for required in ("TEMPORAL_ADDRESS", "DATABASE_URL", "SMTP_HOST", "COMPLAINTS_ENCRYPTION_KEYS_FILE",
+                     "COMPLAINTS_STAFF_FILE"):
         assert env.get(required), f"{worker()}: {required} is not set"
 
     assert env["TEMPORAL_ADDRESS"] == f"{server}:7233", f"TEMPORAL_ADDRESS must be {server}:7233"
@@ -413,16 +451,18 @@ def test_worker_environment_points_at_the_stack_and_loads() -> None:
     assert env["SMTP_HOST"] == mailpit and env.get("SMTP_PORT") == "1025", \
         f"mail goes to {mailpit}:1025 by default, not {env['SMTP_HOST']}:{env.get('SMTP_PORT')}"
 
-    settings = load_settings({**env, "COMPLAINTS_ENCRYPTION_KEYS": new_key_entry("k1")})
-    assert settings.database_url == env["DATABASE_URL"] and settings.smtp_host == mailpit
+    settings = load_settings({**_mapped(worker(), env), "COMPLAINTS_ENCRYPTION_KEYS": new_key_entry("k1")})
+    assert settings.database_url.startswith("postgresql://complaints:") and settings.smtp_host == mailpit
+    assert settings.staff_file is not None
 
 
 def test_the_app_services_agree_on_namespace_and_keys() -> None:
     namespace_job = job("create-namespace.sh")
     ui = image_service("temporalio/ui:")
     w, c = environment(worker()), environment(codec_server())
-    assert w["COMPLAINTS_ENCRYPTION_KEYS"] == c["COMPLAINTS_ENCRYPTION_KEYS"], \
+    assert w["COMPLAINTS_ENCRYPTION_KEYS_FILE"] == c["COMPLAINTS_ENCRYPTION_KEYS_FILE"], \
         "the codec server must have the worker's keys"
+    assert "encryption_keys" in _secrets_of(worker()) and "encryption_keys" in _secrets_of(codec_server())
     namespace = w.get("TEMPORAL_NAMESPACE", "default")
     assert environment(namespace_job).get("TEMPORAL_NAMESPACE") == namespace, \
         f"{namespace_job} must create the worker's namespace {namespace!r}"
@@ -731,3 +771,100 @@ def test_the_image_has_the_product_catalogue_the_settings_default_to() -> None:
     if excluded:  # the directory is kept out of the context: the file must be let back in, after that rule
         assert f"!{shipped}" in rules and rules.index(f"!{shipped}") > rules.index(excluded[-1]), \
             f".dockerignore must let {shipped} back in (!{shipped}) after {excluded[-1]}"
+
+
+# --- nothing writable without credentials -----------------------------------------------------
+
+def test_secrets_come_from_files_that_make_secrets_writes() -> None:
+    declared = compose().get("secrets") or {}
+    made = {p.name for p in _secret_files().iterdir()}
+    assert set(declared) == made, f"docker-compose.yml declares secrets {sorted(declared)}, make_secrets.py " \
+        f"writes {sorted(made)}"
+    for name, spec in declared.items():
+        assert spec["file"] == f"./deploy/secrets/{name}", f"secret {name}: its file is deploy/secrets/{name}"
+        assert stat.S_IMODE((_secret_files() / name).stat().st_mode) == 0o600, f"{name}: written 0600"
+    secret_words = ("PASSWORD", "TOKEN", "ENCRYPTION_KEYS", "CLIENT_SECRET", "PWD")
+    allowed = {"TEMPORAL_DB_PASSWORD", "POSTGRES_PWD",  # the Temporal server image reads only its environment
+               "TEMPORAL_AUTH_CLIENT_SECRET", "TEMPORAL_CODEC_PASS_ACCESS_TOKEN"}  # the UI's: environment only
+    for service in services():
+        for variable, value in environment(service).items():
+            if any(word in variable for word in secret_words) and variable not in allowed:
+                assert variable.endswith("_FILE") and value.startswith(RUN_SECRETS), \
+                    f"{service}: {variable} must come from a secret file ({variable}_FILE=/run/secrets/...)"
+    assert "secrets" in str(GITIGNORE.read_text()) and ignored_by_git("deploy/secrets/encryption_keys")
+
+
+def ignored_by_git(path: str) -> bool:
+    return any(path.startswith(p.rstrip("/") + "/") for p in GITIGNORE.read_text(encoding="utf-8").splitlines()
+               if p.endswith("/"))
+
+
+def test_the_codec_server_loads_its_token_and_keys_from_the_secret_files() -> None:
+    from infra.codec_server import build_app
+    from infra.config import load_settings
+
+    settings = load_settings(_mapped(codec_server(), environment(codec_server())))
+    assert settings.codec_token and len(settings.codec_token) >= 32 and settings.encryption_keys
+    build_app(settings)  # a token long enough, keys valid
+
+
+def test_the_temporal_frontend_is_not_published_without_mtls() -> None:
+    server = image_service("temporalio/server:")
+    assert not published(server), f"{server}: the frontend is reachable only inside the compose network"
+    overlay = compose(MTLS_FILE)["services"]
+    assert [p for p in overlay[server]["ports"] if str(p).endswith(":7233:7233")], \
+        "docker-compose.mtls.yml publishes the frontend"
+    env = {k: str(v) for k, v in overlay[server]["environment"].items()}
+    assert env["TEMPORAL_TLS_REQUIRE_CLIENT_AUTH"] == "true", "with mTLS the frontend requires client certificates"
+
+
+def test_every_client_of_the_mtls_frontend_has_a_certificate_make_certs_writes(tmp_path: Path) -> None:
+    from infra.codec import new_key_entry
+    from infra.config import load_settings
+
+    deployment_script("deploy/tls/make_certs.py").make_certs(tmp_path, [])
+    overlay = compose(MTLS_FILE)["services"]
+    assert set(overlay) <= set(services()), "the overlay adds to services of docker-compose.yml only"
+    clients = {name for name, spec in services().items()
+               if str(spec.get("environment", {}).get("TEMPORAL_ADDRESS", "")).endswith(":7233")}
+    assert clients <= set(overlay), f"with mTLS every client of the frontend needs a certificate: " \
+        f"{sorted(clients - set(overlay))} have none"
+    for name, spec in overlay.items():
+        for volume in spec.get("volumes", []):
+            source = str(volume).split(":")[0]
+            assert source.startswith("./deploy/tls/certs/"), f"{name}: {volume} is not a file of make_certs.py"
+            assert (tmp_path / Path(source).name).is_file(), f"{name}: make_certs.py writes no {Path(source).name}"
+    worker_env = {**environment(worker()), **{k: str(v) for k, v in overlay[worker()]["environment"].items()}}
+    for variable in ("TEMPORAL_TLS_CERT", "TEMPORAL_TLS_KEY", "TEMPORAL_TLS_CA"):
+        worker_env[variable] = str(tmp_path / Path(worker_env[variable]).name)
+    settings = load_settings({**_mapped(worker(), worker_env), "COMPLAINTS_ENCRYPTION_KEYS": new_key_entry("k")})
+    assert settings.temporal_tls and settings.temporal_tls_server_name == "temporal"
+    ui = {k: str(v) for k, v in overlay[image_service("temporalio/ui:")]["environment"].items()}
+    assert ui["TEMPORAL_TLS_ENABLE_HOST_VERIFICATION"] == "true" and ui["TEMPORAL_TLS_SERVER_NAME"] == "temporal"
+
+
+def test_the_web_ui_is_read_only_and_can_sign_in_with_oidc() -> None:
+    env = environment(image_service("temporalio/ui:"))
+    assert env.get("TEMPORAL_DISABLE_WRITE_ACTIONS") == "true", "nobody terminates a complaint from a browser"
+    for variable in ("TEMPORAL_AUTH_ENABLED", "TEMPORAL_AUTH_PROVIDER_URL", "TEMPORAL_AUTH_CLIENT_ID",
+                     "TEMPORAL_AUTH_CLIENT_SECRET", "TEMPORAL_AUTH_CALLBACK_URL", "TEMPORAL_AUTH_SCOPES"):
+        assert variable in env, f"the Web UI's OIDC sign-in: {variable} is not wired"
+    assert all(address == "127.0.0.1" for address, *_ in published(image_service("temporalio/ui:")))
+
+
+def test_the_worker_reads_the_staff_register_and_staff_read_the_dossier_as_the_reading_role() -> None:
+    from complaints.staff import StaffRegister
+    from dossier.schema import READING_ROLE
+
+    env = environment(worker())
+    register = host_path(worker(), env["COMPLAINTS_STAFF_FILE"])
+    assert register.parent.is_dir() and register.is_file(), "deploy/staff/staff.toml is the register"
+    StaffRegister.parse(register.read_text(encoding="utf-8"))  # valid, even with nobody in it
+    assert Path(env["COMPLAINTS_STAFF_FILE"]).parent.as_posix() in " ".join(
+        str(v) for v in services()[worker()]["volumes"]), "the register's folder is mounted (an editor's new file)"
+    audit = urlsplit(env["AUDIT_DATABASE_URL"])
+    assert audit.username == READING_ROLE and audit.password is None
+    sql = _init_sql()
+    assert re.search(rf"CREATE ROLE {READING_ROLE} LOGIN", sql) and \
+        re.search(rf"GRANT CONNECT ON DATABASE complaints TO {READING_ROLE}", sql)
+    assert not re.search(rf"GRANT (INSERT|UPDATE|DELETE|ALL)[^;]* TO {READING_ROLE}", sql)

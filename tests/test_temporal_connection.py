@@ -3,9 +3,10 @@
 The settings are checked at start (a cert without its key, a missing or unreadable
 file: refused, naming the variable, never quoting a file). The handshakes are real:
 the CLI dev server has no TLS of its own, so a small TLS-terminating proxy
-(Python's ``ssl``, certificates made here with ``cryptography``) stands in front of
-it, the way a load balancer or Temporal Cloud's front end does. A worker connected
-through it over mTLS runs a complaint to its acknowledgement letter.
+(Python's ``ssl``, with the certificates the deployment's deploy/tls/make_certs.py makes)
+stands in front of it, the way the compose stack's frontend with docker-compose.mtls.yml,
+a load balancer or Temporal Cloud's front end does. A worker connected through it over mTLS
+runs a complaint to its acknowledgement letter.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import stat
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -22,9 +23,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.service import TLSConfig
 from temporalio.testing import WorkflowEnvironment
@@ -33,6 +32,7 @@ from complaints.models import LetterKind
 from devstack.smtp import MailCatcher
 from infra.config import ConfigError, Settings, load_settings
 from infra.temporal_client import connect, tls_config
+from tests.cli import REPO, deployment_script, run_cli
 from tests.conftest import ENCRYPTION_KEYS
 from tests.lifecycle import start_formal, wait_letter
 from worker import build_worker
@@ -54,68 +54,43 @@ class Pki:
     other_ca: Path  # a CA that signed nothing here
 
 
-def _key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _ca(common_name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key, now = _key(), datetime.now(timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(_name(common_name)).issuer_name(_name(common_name))
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                         content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, key_agreement=False,
-                                         encipher_only=False, decipher_only=False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA256()))
-    return cert, key
-
-
-def _leaf(ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, common_name: str,
-          usage: x509.ObjectIdentifier, names: list[x509.GeneralName] | None = None
-          ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key, now = _key(), datetime.now(timezone.utc)
-    builder = (x509.CertificateBuilder().subject_name(_name(common_name)).issuer_name(ca.subject)
-               .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=1))
-               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-               .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                              critical=False))
-    if names:
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-    return builder.sign(ca_key, hashes.SHA256()), key
-
-
-def _write(path: Path, cert: x509.Certificate | None = None, key: ec.EllipticCurvePrivateKey | None = None) -> Path:
-    if cert is not None:
-        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    else:
-        assert key is not None
-        path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return path
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """The certificates the deployment makes (deploy/tls/make_certs.py), for the name SERVER_NAME; and
+    another CA's, which signed nothing the front end trusts."""
     d = tmp_path_factory.mktemp("pki")
-    ca, ca_key = _ca("Level Up test CA")
-    server, server_key = _leaf(ca, ca_key, SERVER_NAME, ExtendedKeyUsageOID.SERVER_AUTH,
-                               [x509.DNSName(SERVER_NAME)])
-    client, client_key = _leaf(ca, ca_key, "complaints-worker", ExtendedKeyUsageOID.CLIENT_AUTH)
-    other, _ = _ca("Someone else's CA")
-    return Pki(ca=_write(d / "ca.pem", ca), server_cert=_write(d / "server.pem", server),
-               server_key=_write(d / "server-key.pem", key=server_key),
-               client_cert=_write(d / "client.pem", client),
-               client_key=_write(d / "client-key.pem", key=client_key),
-               other_ca=_write(d / "other-ca.pem", other))
+    make_certs = deployment_script("deploy/tls/make_certs.py").make_certs
+    make_certs(d / "stack", [SERVER_NAME])
+    make_certs(d / "other", [])
+    stack = d / "stack"
+    return Pki(ca=stack / "ca.pem", server_cert=stack / "server.pem", server_key=stack / "server.key",
+               client_cert=stack / "worker.pem", client_key=stack / "worker.key", other_ca=d / "other" / "ca.pem")
+
+
+async def test_the_deployments_script_makes_a_ca_a_server_and_four_clients_and_never_overwrites(
+        tmp_path: Path) -> None:
+    out = tmp_path / "certs"
+    made = await run_cli(str(REPO / "deploy" / "tls" / "make_certs.py"), "--out", str(out), "--host",
+                         "temporal.example.org", env={}, timeout=60)
+    assert made.code == 0, made
+    names = {"ca", "server", "worker", "intake", "staff", "ui"}
+    assert {p.name for p in out.iterdir()} == {f"{n}.{ext}" for n in names for ext in ("pem", "key")}
+    assert all(stat.S_IMODE((out / f"{n}.key").stat().st_mode) == 0o600 for n in names)
+    ca = x509.load_pem_x509_certificate((out / "ca.pem").read_bytes())
+    server = x509.load_pem_x509_certificate((out / "server.pem").read_bytes())
+    server.verify_directly_issued_by(ca)
+    sans = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(sans.get_values_for_type(x509.DNSName)) == {"temporal", "localhost", "temporal.example.org"}
+    assert ExtendedKeyUsageOID.SERVER_AUTH in server.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    for client in names - {"ca", "server"}:
+        cert = x509.load_pem_x509_certificate((out / f"{client}.pem").read_bytes())
+        cert.verify_directly_issued_by(ca)
+        assert list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == \
+            [ExtendedKeyUsageOID.CLIENT_AUTH], client
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    again = await run_cli(str(REPO / "deploy" / "tls" / "make_certs.py"), "--out", str(out), env={}, timeout=60)
+    assert again.code == 0 and "every certificate exists already" in again.out
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 # ------------------------------------------------------------------ the TLS front end
@@ -302,6 +277,12 @@ async def test_without_a_client_certificate_the_mtls_front_refuses(pki: Pki, mtl
     settings = load_settings(_env(TEMPORAL_ADDRESS=mtls_front.address, TEMPORAL_TLS_CA=str(pki.ca),
                                   TEMPORAL_TLS_SERVER_NAME=SERVER_NAME))
     await _cannot_connect(settings)
+
+
+async def test_a_client_certificate_of_another_ca_is_refused(pki: Pki, mtls_front: TlsProxy) -> None:
+    other = pki.other_ca.parent
+    await _cannot_connect(load_settings(_mtls_env(pki, mtls_front.address, TEMPORAL_TLS_CERT=str(other / "worker.pem"),
+                                                  TEMPORAL_TLS_KEY=str(other / "worker.key"))))
 
 
 async def test_a_server_certificate_from_another_ca_or_for_another_name_is_refused(pki: Pki,
