@@ -618,8 +618,9 @@ async def _register(client: Client, args: argparse.Namespace, settings: Settings
     except WorkflowUpdateFailedError as err:
         cause = err.cause
         if isinstance(cause, ApplicationError) and cause.type == NOT_AUTHORISED:
-            return _fail(5, f"not authorised: {cause.message}; {started.complaint_id} was registered without "
-                            "your name")
+            print(f"not authorised: {cause.message}; {started.complaint_id} was registered without your name",
+                  file=sys.stderr)
+            return 5
         if not (isinstance(cause, ApplicationError) and "registered already" in cause.message):
             return _fail(1, f"{started.complaint_id} was registered, but not who registered it: "
                             f"{cause.message if isinstance(cause, ApplicationError) else first_line(cause or err)}")

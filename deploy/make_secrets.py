@@ -2,11 +2,15 @@
 
     python deploy/make_secrets.py [--dir deploy/secrets]
 
-Writes each missing file (0600; an existing one is never changed): random passwords for PostgreSQL's
+Writes each missing file (an existing one is never changed): random passwords for PostgreSQL's
 superuser, the dossier's role and its reading role, the codec server's token (48 hex digits), a fresh
 encryption key (``k1:BASE64``), and empty files for the SMTP and mailbox passwords (fill them in when
 the relay or the mailbox needs one). Keep a copy of ``encryption_keys`` in the organisation's secret
 store: without it no Temporal payload can be read again.
+
+The folder is 0700, so no other user of the machine can reach the files; the files themselves are 0644,
+because Compose mounts a file secret as it is and the services run as users of their own (postgres 999,
+the complaints image 10001), who must be able to read it inside their container.
 """
 
 from __future__ import annotations
@@ -33,13 +37,14 @@ SECRETS = {
 def make_secrets(folder: Path) -> list[str]:
     """Write the missing secret files into ``folder``; returns their names."""
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder.chmod(0o700)
     written = []
     for name, make in SECRETS.items():
         path = folder / name
         if path.exists():
             continue
         value = make()
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         with os.fdopen(descriptor, "w", encoding="utf-8") as out:
             out.write(value + "\n" if value else "")
         written.append(name)

@@ -110,7 +110,11 @@ class EncryptionCodec(PayloadCodec):
         if payload.metadata.get(KEY_ID_FIELD, b"").decode(errors="replace") not in self._by_id:
             logger.warning("refused a payload encrypted with a key this process does not have")
             return Payload(metadata={"encoding": REFUSED, _WHY: b"unknown-key"})
-        return self.decrypt(payload)
+        try:
+            return self.decrypt(payload)
+        except Exception:  # noqa: BLE001 - InvalidTag, a protobuf DecodeError: forged or damaged
+            logger.warning("refused a payload that does not decrypt with its key (forged or damaged)")
+            return Payload(metadata={"encoding": REFUSED, _WHY: b"not-decryptable"})
 
     def decrypt(self, payload: Payload) -> Payload:
         if payload.metadata.get("encoding", b"") != ENCODING:
@@ -129,10 +133,11 @@ class EncryptionCodec(PayloadCodec):
 class RefusingPayloadConverter(EncodingPayloadConverter):
     """Turns a payload the strict codec refused into an error, never a value.
 
-    A payload that was not encrypted at all: ``ApplicationError`` ``NotAuthorised`` (an update is refused
-    with it, a workflow started with it fails). One encrypted with a key this process lacks: an ordinary
-    error, so that a workflow task is retried (a worker not yet given a rotated key must not fail
-    complaints) and an update is still refused.
+    A payload that was not encrypted at all, or that does not decrypt with the key it names (forged):
+    ``ApplicationError`` ``NotAuthorised`` (an update is refused with it, a workflow started with it fails
+    at once, so it never holds a complaint's id in a failing state). One encrypted with a key this process
+    lacks: an ordinary error, so that a workflow task is retried (a worker not yet given a rotated key
+    must not fail complaints) and an update is still refused.
     """
 
     @property
@@ -143,8 +148,12 @@ class RefusingPayloadConverter(EncodingPayloadConverter):
         return None  # never encodes anything
 
     def from_payload(self, payload: Payload, type_hint: type | None = None) -> Any:
-        if payload.metadata.get(_WHY) == b"not-encrypted":
+        why = payload.metadata.get(_WHY)
+        if why == b"not-encrypted":
             raise ApplicationError("the request is not encrypted with the complaints' encryption key",
+                                   type=NOT_AUTHORISED, non_retryable=True)
+        if why == b"not-decryptable":
+            raise ApplicationError("the request does not decrypt with the key it names (forged or damaged)",
                                    type=NOT_AUTHORISED, non_retryable=True)
         raise RuntimeError("the payload is encrypted with a key this process does not have")
 

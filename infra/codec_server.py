@@ -35,8 +35,8 @@ Access:
   origin (``Origin`` and ``Sec-Fetch-Site``, when present), so no other page can submit it.
   Without a token none of this exists: /login is unknown, as before. A login form may hold
   ``MAX_LOGIN_BODY`` bytes (413 beyond); after ``FAILED_LOGINS_PER_CLIENT`` wrong tokens from one
-  address (or ``FAILED_LOGINS_IN_ALL`` from all) within a minute, /login answers 429 until the
-  minute has passed. A token shorter than ``MIN_TOKEN_BYTES`` is refused at start.
+  address within a minute, /login answers that address 429 until the minute has passed. A token
+  shorter than ``MIN_TOKEN_BYTES`` is refused at start.
 - Without a token (``make run``: bound to 127.0.0.1 only) the origin check alone applies.
   The server refuses to listen on a non-loopback address without a token.
 
@@ -76,10 +76,10 @@ MAX_LOGIN_BODY = 4096
 #: The shortest token the server accepts (bytes): a token is the only thing between the Internet
 #: and the decrypted payloads, so it must not be guessable.
 MIN_TOKEN_BYTES = 32
-#: Failed logins allowed per client address, and for all clients together, within the window; after
-#: that /login answers 429 until the window has passed (a successful login does not reset it).
+#: Failed logins allowed per client address within the window; after that /login answers 429 to that
+#: address until the window has passed. Per address only: a limit for all clients together would let
+#: anyone lock everyone out, and a 32-byte token cannot be guessed from many addresses either.
 FAILED_LOGINS_PER_CLIENT = 5
-FAILED_LOGINS_IN_ALL = 50
 FAILED_LOGIN_WINDOW = 60.0
 ALLOWED_HEADERS = "content-type, x-namespace, authorization"
 _BASE64 = re.compile(r"^[A-Za-z0-9+/_-]*={0,2}$")
@@ -133,11 +133,11 @@ class Sessions:
 
 
 class FailedLogins:
-    """Failed logins of the last ``window`` seconds, per client address and in all (in memory)."""
+    """Failed logins of the last ``window`` seconds, per client address (in memory)."""
 
-    def __init__(self, per_client: int = FAILED_LOGINS_PER_CLIENT, in_all: int = FAILED_LOGINS_IN_ALL,
-                 window: float = FAILED_LOGIN_WINDOW, clock: Callable[[], float] = time.monotonic) -> None:
-        self.per_client, self.in_all, self.window, self.clock = per_client, in_all, window, clock
+    def __init__(self, per_client: int = FAILED_LOGINS_PER_CLIENT, window: float = FAILED_LOGIN_WINDOW,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_client, self.window, self.clock = per_client, window, clock
         self._failures: list[tuple[float, str]] = []
 
     def _recent(self) -> list[tuple[float, str]]:
@@ -151,8 +151,6 @@ class FailedLogins:
         mine = [at for at, who in recent if who == client]
         if len(mine) >= self.per_client:
             return mine[-self.per_client] + self.window - self.clock()
-        if len(recent) >= self.in_all:
-            return recent[-self.in_all][0] + self.window - self.clock()
         return 0.0
 
     def failed(self, client: str) -> None:

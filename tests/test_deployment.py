@@ -782,7 +782,9 @@ def test_secrets_come_from_files_that_make_secrets_writes() -> None:
         f"writes {sorted(made)}"
     for name, spec in declared.items():
         assert spec["file"] == f"./deploy/secrets/{name}", f"secret {name}: its file is deploy/secrets/{name}"
-        assert stat.S_IMODE((_secret_files() / name).stat().st_mode) == 0o600, f"{name}: written 0600"
+        # readable by the service's own user inside its container; the folder keeps other users out
+        assert stat.S_IMODE((_secret_files() / name).stat().st_mode) == 0o644, f"{name}: written 0644"
+    assert stat.S_IMODE(_secret_files().stat().st_mode) == 0o700
     secret_words = ("PASSWORD", "TOKEN", "ENCRYPTION_KEYS", "CLIENT_SECRET", "PWD")
     allowed = {"TEMPORAL_DB_PASSWORD", "POSTGRES_PWD",  # the Temporal server image reads only its environment
                "TEMPORAL_AUTH_CLIENT_SECRET", "TEMPORAL_CODEC_PASS_ACCESS_TOKEN"}  # the UI's: environment only
@@ -841,6 +843,14 @@ def test_every_client_of_the_mtls_frontend_has_a_certificate_make_certs_writes(t
     assert settings.temporal_tls and settings.temporal_tls_server_name == "temporal"
     ui = {k: str(v) for k, v in overlay[image_service("temporalio/ui:")]["environment"].items()}
     assert ui["TEMPORAL_TLS_ENABLE_HOST_VERIFICATION"] == "true" and ui["TEMPORAL_TLS_SERVER_NAME"] == "temporal"
+
+
+def test_mailpit_stays_on_the_machine_whatever_the_ui_is_published_on() -> None:
+    mailpit = image_service("axllent/mailpit:")
+    assert [address for address, *_ in published(mailpit)] == ["127.0.0.1"]
+    raw = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))["services"][mailpit]["ports"]
+    assert all("PUBLISH_ADDRESS" not in str(port) or "MAILPIT_PUBLISH_ADDRESS" in str(port) for port in raw), \
+        "Mailpit must not follow PUBLISH_ADDRESS (the UI's): it shows every letter without a login"
 
 
 def test_the_web_ui_is_read_only_and_can_sign_in_with_oidc() -> None:

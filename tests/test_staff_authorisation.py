@@ -15,23 +15,28 @@ import stat
 import uuid
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pytest
 from temporalio.client import Client, WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.api.common.v1 import Payload
+from temporalio.converter import PayloadCodec
 from temporalio.exceptions import ApplicationError
 
 import admin
 from complaints.models import (
+    ComplaintWorkflowInput,
     DecideInput,
     LetterKind,
     MeasureInput,
     Outcome,
     Phase,
+    RetainedComplaint,
     StaffAction,
 )
 from complaints.staff import NOT_AUTHORISED, RegisterError, StaffRegister, StaffRole
 from infra import staff_register
+from infra.codec import EncryptionCodec
 from infra.signing import StaffKey, new_key, read_key, write_key
 from tests import staff
 from tests.cli import REPO, Result, cli_env, run_cli
@@ -355,3 +360,49 @@ async def test_an_officer_registers_a_letter_and_a_stranger_is_told_it_stands_wi
                           env={**officer, "COMPLAINTS_STAFF_KEY": str(stranger)})
     assert other.code == 5, other
     assert "not authorised: key " in other.err and "was registered without your name" in other.err
+
+
+async def test_a_retention_run_started_from_outside_fails_at_once(client, settings, worker) -> None:
+    """Only a complaint's own run continues into its retention run: one started by a client (which could
+    carry any view and history, key ids included) fails before it does anything."""
+    handle = await start_informal(client, settings)
+    view = await started(handle)
+    forged = await client.start_workflow(
+        ComplaintWorkflow.run, ComplaintWorkflowInput(retained=RetainedComplaint(view=view, dossier_version=1)),
+        id=f"complaint-{uuid.uuid4().hex[:16]}", task_queue=settings.task_queue)
+    with pytest.raises(WorkflowFailureError) as info:
+        await asyncio.wait_for(forged.result(), 30)
+    cause = info.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == NOT_AUTHORISED, cause
+
+
+async def test_a_forged_ciphertext_under_a_known_key_is_refused_and_blocks_nothing(env, client, settings, worker,
+                                                                                   mail) -> None:
+    """A payload that names a known key but does not decrypt is refused like an unencrypted one, never a
+    workflow task that fails over and over."""
+    handle = await start_formal(client, settings)
+    await wait_letter(mail, handle, LetterKind.ACKNOWLEDGEMENT)
+    before, length = await status(handle), await settled_history_length(handle)
+    plain = await Client.connect(env.client.service_client.config.target_host, namespace=client.namespace,
+                                 data_converter=replace(client.data_converter, payload_codec=_Forger(settings)))
+    with pytest.raises(WorkflowUpdateFailedError) as info:
+        await plain.get_workflow_handle(handle.id).execute_update(
+            "decide", DecideInput(by="Marieke Jansen", outcome=Outcome.UPHELD, motivation="Terecht."))
+    assert isinstance(info.value.cause, ApplicationError) and info.value.cause.type == NOT_AUTHORISED
+    assert await history_length(handle) == length and await status(handle) == before
+
+
+class _Forger(PayloadCodec):
+    """Encrypts as the product does, then flips a byte: the key id is right, the ciphertext is not."""
+
+    def __init__(self, settings: Any) -> None:
+        self._codec = EncryptionCodec(settings.encryption_keys)
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        sealed = await self._codec.encode(payloads)
+        for payload in sealed:
+            payload.data = payload.data[:-1] + bytes([payload.data[-1] ^ 1])
+        return sealed
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return await self._codec.decode(payloads)

@@ -75,7 +75,8 @@ async def test_the_deployments_script_makes_a_ca_a_server_and_four_clients_and_n
     assert made.code == 0, made
     names = {"ca", "server", "worker", "intake", "staff", "ui"}
     assert {p.name for p in out.iterdir()} == {f"{n}.{ext}" for n in names for ext in ("pem", "key")}
-    assert all(stat.S_IMODE((out / f"{n}.key").stat().st_mode) == 0o600 for n in names)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700 and stat.S_IMODE((out / "ca.key").stat().st_mode) == 0o600
+    assert all(stat.S_IMODE((out / f"{n}.key").stat().st_mode) == 0o644 for n in names - {"ca"})  # containers
     ca = x509.load_pem_x509_certificate((out / "ca.pem").read_bytes())
     server = x509.load_pem_x509_certificate((out / "server.pem").read_bytes())
     server.verify_directly_issued_by(ca)

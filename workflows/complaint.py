@@ -234,6 +234,10 @@ class ComplaintWorkflow:
 
     @workflow.run
     async def run(self, input: ComplaintWorkflowInput) -> ComplaintResult:
+        if input.retained is not None and workflow.info().continued_run_id is None:
+            # A retention run carries a whole view and history: only the complaint's own run starts it.
+            raise ApplicationError("a retention run is started only by its complaint's run (continue-as-new)",
+                                   type=NOT_AUTHORISED, non_retryable=True)
         if input.retained is not None:  # what the run before could not send yet
             self._mail.extend(input.retained.letters)
             (self._alerts_out if self._separate_alerts else self._mail).extend(input.retained.alerts)

@@ -14,7 +14,9 @@ what is missing):
 
 Each client certificate is for client authentication only; the server's is for server authentication
 and, between the server's own services, client authentication; all are signed by ca.pem, which every
-side trusts (TEMPORAL_TLS_CA). Private keys are written 0600. The key pairs are ECDSA P-256. Run it with the repository's Python (the ``cryptography``
+side trusts (TEMPORAL_TLS_CA). The key pairs are ECDSA P-256. The folder is 0700 (no other user of the
+machine reaches it) and ca.key 0600 (never mounted anywhere); the other keys are 0644, because the
+containers mount them as they are and run as users of their own, who must be able to read them. Run it with the repository's Python (the ``cryptography``
 package the product already uses); nothing is downloaded.
 """
 
@@ -43,10 +45,10 @@ def _name(common_name: str) -> x509.Name:
                       x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey, mode: int = 0o644) -> None:
     data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     with os.fdopen(descriptor, "wb") as out:
         out.write(data)
 
@@ -94,12 +96,13 @@ def _issue(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Certifica
 
 def make_certs(out: Path, hosts: list[str], days: int = 825) -> list[str]:
     """Create what is missing in ``out``; returns the names of the files written."""
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    out.chmod(0o700)
     written: list[str] = []
     if not (out / "ca.pem").exists():
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca = _issue(f"{ORGANISATION} CA", ca_key, None, ca_key, days * 2, ca=True)
-        _write_key(out / "ca.key", ca_key)
+        _write_key(out / "ca.key", ca_key, mode=0o600)
         _write_cert(out / "ca.pem", ca)
         written += ["ca.pem", "ca.key"]
     ca, ca_key = _load(out, "ca")
