@@ -10,8 +10,9 @@ decides it (role ``director``, every action). The staff register is a TOML file
     role = "officer"               # officer or director
     public_key = "ed25519:BASE64"  # printed by: admin.py keygen
 
-Every staff action carries a signature with the person's Ed25519 key over the complaint id, the
-action, its arguments, the moment it was signed, the key id and a nonce (:func:`signed_bytes`). The
+Every staff action carries a signature with the person's Ed25519 key over the complaint id and its
+first run (which complaint of that id), the action, its arguments, the moment it was signed, the key
+id and a nonce (:func:`signed_bytes`). The
 workflow's update validators call :func:`authorise`, so an action that is not signed by a registered
 person whose role allows it, or that was sent before, never reaches the complaint's history.
 """
@@ -151,17 +152,18 @@ def arguments(action: StaffAction) -> dict[str, Any]:
     return action.model_dump(mode="json", exclude={"signature"})
 
 
-def signed_bytes(complaint_id: str, update: str, args: dict[str, Any], key: str, signed_at: datetime,
-                 nonce: str) -> bytes:
-    """What a signature covers: the complaint (its workflow id), the action (its update's name) and its
-    arguments, the key, the moment, the nonce."""
-    body = {"complaint_id": complaint_id, "action": update, "arguments": args, "key_id": key,
+def signed_bytes(complaint_id: str, instance: str, update: str, args: dict[str, Any], key: str,
+                 signed_at: datetime, nonce: str) -> bytes:
+    """What a signature covers: the complaint (its workflow id, and its first run's id: an id used again
+    after an erased complaint's history is gone is another complaint), the action (its update's name)
+    and its arguments, the key, the moment, the nonce."""
+    body = {"complaint_id": complaint_id, "instance": instance, "action": update, "arguments": args, "key_id": key,
             "signed_at": signed_at.isoformat(), "nonce": nonce}
     return _CONTEXT + json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def authorise(register: StaffRegister, complaint_id: str, update: str, action_name: str, action: StaffAction,
-              used_nonces: Collection[str]) -> StaffMember:
+def authorise(register: StaffRegister, complaint_id: str, instance: str, update: str, action_name: str,
+              action: StaffAction, used_nonces: Collection[str]) -> StaffMember:
     """The registered person who signed ``action`` (sent as the Temporal update ``update``, the staff
     action ``action_name``) for this complaint, when they may take it.
 
@@ -175,8 +177,8 @@ def authorise(register: StaffRegister, complaint_id: str, update: str, action_na
     member = register.member(signature.key_id)
     if member is None:
         raise NotAuthorised(f"key {signature.key_id} is not in the staff register")
-    message = signed_bytes(complaint_id, update, arguments(action), signature.key_id, signature.signed_at,
-                           signature.nonce)
+    message = signed_bytes(complaint_id, instance, update, arguments(action), signature.key_id,
+                           signature.signed_at, signature.nonce)
     try:
         Ed25519PublicKey.from_public_bytes(member.public_key).verify(base64.b64decode(signature.value), message)
     except (InvalidSignature, ValueError):

@@ -3,8 +3,9 @@
 ``admin.py keygen`` writes the person's Ed25519 private key to a file only they can read (by default
 :data:`DEFAULT_KEY_FILE`) and prints their ``[[staff]]`` table for the staff register. A client built
 with :class:`SigningInterceptor` signs each staff action (an update whose argument is a
-:class:`~complaints.models.StaffAction`) just before it is sent: over the complaint id, the update, its
-arguments, the moment, the key id and a fresh nonce (complaints/staff.py). The private key never leaves
+:class:`~complaints.models.StaffAction`) just before it is sent: over the complaint id and its first
+run (asked of Temporal), the update, its arguments, the moment, the key id and a fresh nonce
+(complaints/staff.py). The private key never leaves
 the file and the process; it is never printed or logged.
 """
 
@@ -21,6 +22,7 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from temporalio.client import (
+    DescribeWorkflowInput,
     Interceptor,
     OutboundInterceptor,
     StartWorkflowUpdateInput,
@@ -72,12 +74,14 @@ class StaffKey:
         return (f"[[staff]]\nname = {_toml_string(self.name)}\nrole = \"{self.role.value}\"\n"
                 f"public_key = \"{public_key_text(self.member.public_key)}\"\n")
 
-    def sign(self, complaint_id: str, update: str, action: StaffAction, *, now: datetime | None = None) -> StaffAction:
-        """``action`` as this person sends it: their name as ``by``, and signed."""
+    def sign(self, complaint_id: str, instance: str, update: str, action: StaffAction, *,
+             now: datetime | None = None) -> StaffAction:
+        """``action`` as this person sends it to the complaint ``complaint_id`` whose first run is
+        ``instance``: their name as ``by``, and signed."""
         named = action.model_copy(update={"by": self.name, "signature": None})
         signed_at = now or datetime.now(timezone.utc)
         nonce = os.urandom(16).hex()
-        message = signed_bytes(complaint_id, update, arguments(named), self.key_id, signed_at, nonce)
+        message = signed_bytes(complaint_id, instance, update, arguments(named), self.key_id, signed_at, nonce)
         value = base64.b64encode(self.private_key.sign(message)).decode()
         return named.model_copy(update={"signature": Signature(key_id=self.key_id, signed_at=signed_at,
                                                                nonce=nonce, value=value)})
@@ -122,7 +126,7 @@ def read_key(path: Path) -> StaffKey:
 
 
 class Signer(Protocol):
-    def sign(self, complaint_id: str, update: str, action: StaffAction) -> StaffAction: ...
+    def sign(self, complaint_id: str, instance: str, update: str, action: StaffAction) -> StaffAction: ...
 
 
 class SigningInterceptor(Interceptor):
@@ -141,6 +145,11 @@ class _SigningOutbound(OutboundInterceptor):
         self._signer = signer
 
     async def start_workflow_update(self, input: StartWorkflowUpdateInput) -> WorkflowUpdateHandle[Any]:
-        input.args = [self._signer.sign(input.id, input.update, arg) if isinstance(arg, StaffAction) else arg
-                      for arg in input.args]
+        if any(isinstance(arg, StaffAction) for arg in input.args):
+            # Which complaint of this id: its first run (an unknown id: NOT_FOUND, as the update would be).
+            described = await self.next.describe_workflow(
+                DescribeWorkflowInput(id=input.id, run_id=None, rpc_metadata={}, rpc_timeout=None))
+            instance = described.raw_description.workflow_execution_info.first_run_id
+            input.args = [self._signer.sign(input.id, instance, input.update, arg)
+                          if isinstance(arg, StaffAction) else arg for arg in input.args]
         return await super().start_workflow_update(input)

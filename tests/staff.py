@@ -43,7 +43,7 @@ def key_file(name: str) -> Path:
 class Keyring:
     """Signs each staff action with the key of the person its ``by`` names (unsigned when none)."""
 
-    def sign(self, complaint_id: str, update: str, action: StaffAction) -> StaffAction:
+    def sign(self, complaint_id: str, instance: str, update: str, action: StaffAction) -> StaffAction:
         if action.signature is not None or action.by not in KEYS:
             return action
-        return KEYS[action.by].sign(complaint_id, update, action)
+        return KEYS[action.by].sign(complaint_id, instance, update, action)

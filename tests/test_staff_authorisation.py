@@ -70,6 +70,11 @@ def refused_line(result: Result) -> str:
     return lines[0]
 
 
+async def first_run(handle: Any) -> str:
+    """Which complaint of its id ``handle`` names: its first run (what a signature names with the id)."""
+    return (await handle.describe()).raw_description.workflow_execution_info.first_run_id
+
+
 def bare(client: Client) -> Client:
     """A client of the same server that signs nothing (but still encrypts)."""
     config = client.config()
@@ -183,7 +188,8 @@ async def test_an_unregistered_key_a_forged_signature_and_no_signature_are_refus
     assert message.startswith("the action is not signed")
 
     # Signed by a registered director, then changed (the outcome), or claimed for another's key.
-    signed = staff.KEYS["Marieke Jansen"].sign(handle.id, "decide", decision)
+    instance = await first_run(handle)
+    signed = staff.KEYS["Marieke Jansen"].sign(handle.id, instance, "decide", decision)
     changed = signed.model_copy(update={"outcome": Outcome.REJECTED})
     assert "does not match" in await assert_refused(unsigned, ComplaintWorkflow.decide, changed, NOT_AUTHORISED)
     assert signed.signature is not None
@@ -191,12 +197,15 @@ async def test_an_unregistered_key_a_forged_signature_and_no_signature_are_refus
         update={"key_id": staff.KEYS["Directeur Willem"].key_id})})
     assert "does not match" in await assert_refused(unsigned, ComplaintWorkflow.decide, claimed, NOT_AUTHORISED)
     # A signature for another action of the same complaint.
-    as_withdraw = staff.KEYS["Marieke Jansen"].sign(handle.id, "withdraw", decision)
+    as_withdraw = staff.KEYS["Marieke Jansen"].sign(handle.id, instance, "withdraw", decision)
     assert "does not match" in await assert_refused(unsigned, ComplaintWorkflow.decide, as_withdraw, NOT_AUTHORISED)
     # A registered key with another name than the register's.
-    renamed = staff.KEYS["Marieke Jansen"].sign(handle.id, "decide", decision)
+    renamed = staff.KEYS["Marieke Jansen"].sign(handle.id, instance, "decide", decision)
     renamed = renamed.model_copy(update={"by": "Directeur Willem"})
     assert "does not match" in await assert_refused(unsigned, ComplaintWorkflow.decide, renamed, NOT_AUTHORISED)
+    # Signed for this id but another complaint of it (another first run: an id used again later).
+    elsewhere = staff.KEYS["Marieke Jansen"].sign(handle.id, "01a2-another-first-run", "decide", decision)
+    assert "does not match" in await assert_refused(unsigned, ComplaintWorkflow.decide, elsewhere, NOT_AUTHORISED)
     assert (await status(handle)).phase is Phase.FORMAL
 
 
@@ -205,7 +214,7 @@ async def test_a_signed_action_counts_once_and_only_on_its_own_complaint(env, cl
     await started(first), await started(other)
     unsigned = bare(client)
     measure = MeasureInput(by="Kwaliteitsmanager Eva", text="Coaches bellen binnen een dag terug.")
-    captured = staff.KEYS["Kwaliteitsmanager Eva"].sign(first.id, "record_measure", measure)
+    captured = staff.KEYS["Kwaliteitsmanager Eva"].sign(first.id, await first_run(first), "record_measure", measure)
 
     view = await unsigned.get_workflow_handle(first.id).execute_update(ComplaintWorkflow.record_measure, captured)
     assert [m.text for m in view.measures] == [measure.text]
@@ -233,8 +242,10 @@ async def test_a_person_removed_from_the_register_is_refused_at_once(
             await started(handle)
             act = bare(client).get_workflow_handle(handle.id)
 
+            instance = await first_run(handle)
+
             def signed(key: StaffKey, text: str) -> StaffAction:
-                return key.sign(handle.id, "record_measure", MeasureInput(by=key.name, text=text))
+                return key.sign(handle.id, instance, "record_measure", MeasureInput(by=key.name, text=text))
             await act.execute_update(ComplaintWorkflow.record_measure, signed(temp, "Eerste maatregel."))
             register.write_text("\n".join(others))  # removed; the worker runs on
             message = await assert_refused(act, ComplaintWorkflow.record_measure,
@@ -288,8 +299,8 @@ async def test_a_client_without_the_encryption_key_can_change_nothing(env, clien
     await wait_letter(mail, handle, LetterKind.ACKNOWLEDGEMENT)
     before, length = await status(handle), await settled_history_length(handle)
     plain = await Client.connect(env.client.service_client.config.target_host, namespace=client.namespace)
-    decision = staff.KEYS["Marieke Jansen"].sign(
-        handle.id, "decide", DecideInput(by="Marieke Jansen", outcome=Outcome.UPHELD, motivation="Terecht."))
+    decision = staff.KEYS["Marieke Jansen"].sign(handle.id, await first_run(handle), "decide", DecideInput(
+        by="Marieke Jansen", outcome=Outcome.UPHELD, motivation="Terecht."))
     with pytest.raises(WorkflowUpdateFailedError):  # even signed by a director: not encrypted, not accepted
         await plain.get_workflow_handle(handle.id).execute_update("decide", decision.model_dump(mode="json"))
     assert await history_length(handle) == length and await status(handle) == before

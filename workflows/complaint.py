@@ -896,8 +896,9 @@ class ComplaintWorkflow:
         this complaint, and the signature was not used before (complaints/staff.py)."""
         used = {entry.nonce for entry in self._view.history if entry.nonce}
         try:
-            authorise(staff_register.current(), workflow.info().workflow_id, workflow.current_update_info().name,
-                      action_name, action, used)
+            info = workflow.info()
+            authorise(staff_register.current(), info.workflow_id, info.first_execution_run_id,
+                      workflow.current_update_info().name, action_name, action, used)
         except NotAuthorised as err:
             raise ApplicationError(str(err), type=NOT_AUTHORISED, non_retryable=True) from None
 
