@@ -143,7 +143,8 @@ async def test_a_bad_register_stops_the_worker_at_start_naming_the_variable(env,
 async def test_an_officer_may_not_decide_and_nothing_reaches_the_history(env, client, settings, worker, mail) -> None:
     handle = await start_formal(client, settings)
     await wait_letter(mail, handle, LetterKind.ACKNOWLEDGEMENT)
-    before, length = await status(handle), await settled_history_length(handle)
+    length = await settled_history_length(handle)  # settled first: then the view it shows
+    before = await status(handle)
     officer = as_staff(env, settings, staff.OFFICER)
 
     decided = await run_cli(ADMIN, "decide", handle.id, "--outcome", "upheld", "--motivation", "Terecht.",
@@ -297,7 +298,8 @@ async def test_a_client_without_the_encryption_key_can_change_nothing(env, clien
                                                                       caplog) -> None:
     handle = await start_formal(client, settings)
     await wait_letter(mail, handle, LetterKind.ACKNOWLEDGEMENT)
-    before, length = await status(handle), await settled_history_length(handle)
+    length = await settled_history_length(handle)  # settled first: then the view it shows
+    before = await status(handle)
     plain = await Client.connect(env.client.service_client.config.target_host, namespace=client.namespace)
     decision = staff.KEYS["Marieke Jansen"].sign(handle.id, await first_run(handle), "decide", DecideInput(
         by="Marieke Jansen", outcome=Outcome.UPHELD, motivation="Terecht."))
@@ -393,7 +395,8 @@ async def test_a_forged_ciphertext_under_a_known_key_is_refused_and_blocks_nothi
     workflow task that fails over and over."""
     handle = await start_formal(client, settings)
     await wait_letter(mail, handle, LetterKind.ACKNOWLEDGEMENT)
-    before, length = await status(handle), await settled_history_length(handle)
+    length = await settled_history_length(handle)  # settled first: then the view it shows
+    before = await status(handle)
     plain = await Client.connect(env.client.service_client.config.target_host, namespace=client.namespace,
                                  data_converter=replace(client.data_converter, payload_codec=_Forger(settings)))
     with pytest.raises(WorkflowUpdateFailedError) as info:
