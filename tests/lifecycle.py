@@ -138,6 +138,13 @@ async def forget_history(client: Client, complaint_id: str) -> str:
     return first_run
 
 
+async def run_after(client: Client, complaint_id: str, run_id: str) -> str | None:
+    """The complaint's latest run when it is not ``run_id`` (the run that followed it, e.g. its retention
+    run); None while ``run_id`` is still the latest. For ``eventually``."""
+    current = (await client.get_workflow_handle(complaint_id).describe()).run_id
+    return current if current != run_id else None
+
+
 async def status(handle: WorkflowHandle) -> ComplaintView:
     return await handle.query(ComplaintWorkflow.status)
 

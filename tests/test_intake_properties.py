@@ -24,7 +24,7 @@ import shutil
 import tempfile
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import datetime, time, timedelta, timezone
 from typing import Any, Callable
 
 import pytest

@@ -9,6 +9,7 @@ import logging
 import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import asyncpg
 import pytest
@@ -46,6 +47,7 @@ from tests.factories import complaint_json
 from tests.lifecycle import (
     eventually,
     letters,
+    run_after,
     start_formal,
     start_informal,
     started,
@@ -213,18 +215,9 @@ async def test_a_letter_that_keeps_failing_does_not_keep_the_complaint_from_clos
         env, client, settings, pool, relay, monkeypatch) -> None:
     """The mail server fails while a complaint is withdrawn: the complaint closes and continues into its
     retention run at once, with the letter kept in the dossier; once the server works, that run sends it."""
-    monkeypatch.setattr(workflows.policies, "MAIL_RETRY", RetryPolicy(
-        initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(milliseconds=200),
-        maximum_attempts=2))
     local = replace(settings, smtp_host=relay.host, smtp_port=relay.port)
     async with build_worker(client, local, pool):
-        handle = await start_informal(client, local)
-        await started(handle)
-        first_run = (await handle.describe()).run_id
-        relay.refuse_mail_from = "421 4.3.2 Service not available"
-        await handle.execute_update(ComplaintWorkflow.withdraw, WithdrawInput(by="Marieke Jansen",
-                                                                              reason="Ingetrokken."))
-        await eventually(lambda: _run_after(client, handle.id, first_run), what="the retention run")
+        handle, _ = await _withdrawn_while_the_mail_server_fails(client, local, relay, monkeypatch)
         staged = await pool.fetchrow("SELECT status, body, message_id FROM letters WHERE complaint_id = $1"
                                      " AND kind = 'withdrawal'", handle.id)
         assert staged["status"] == "sending" and "Ingetrokken." in staged["body"]
@@ -243,20 +236,11 @@ async def test_a_letter_that_keeps_failing_does_not_keep_the_complaint_from_clos
 
 async def test_a_letter_that_keeps_failing_does_not_keep_the_dossier_from_being_erased_on_time(
         env, client, settings, pool, relay, monkeypatch) -> None:
-    monkeypatch.setattr(workflows.policies, "MAIL_RETRY", RetryPolicy(
-        initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(milliseconds=200),
-        maximum_attempts=2))
     monkeypatch.setattr(workflows.policies, "MAIL_SERVER_PAUSE", timedelta(days=100))
     local = replace(settings, smtp_host=relay.host, smtp_port=relay.port)
     async with build_worker(client, local, pool):
-        handle = await start_informal(client, local)
-        await started(handle)
-        first_run = (await handle.describe()).run_id
-        relay.refuse_mail_from = "421 4.3.2 Service not available"
-        view = await handle.execute_update(ComplaintWorkflow.withdraw, WithdrawInput(by="Marieke Jansen",
-                                                                                     reason="Ingetrokken."))
+        handle, view = await _withdrawn_while_the_mail_server_fails(client, local, relay, monkeypatch)
         purge_on = view.deadlines.purge_on
-        await eventually(lambda: _run_after(client, handle.id, first_run), what="the retention run")
 
         async def erased() -> bool:
             if (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED:
@@ -276,9 +260,21 @@ async def test_a_letter_that_keeps_failing_does_not_keep_the_dossier_from_being_
         assert letters(relay, handle, LetterKind.WITHDRAWAL) == []
 
 
-async def _run_after(client, complaint_id: str, run_id: str) -> str | None:
-    current = (await client.get_workflow_handle(complaint_id).describe()).run_id
-    return current if current != run_id else None
+
+async def _withdrawn_while_the_mail_server_fails(client, settings, relay, monkeypatch) -> tuple[Any, Any]:
+    """An informal complaint withdrawn while the relay refuses every sender (two quick attempts a
+    message): returns its handle and the view the withdrawal answered, once its retention run runs."""
+    monkeypatch.setattr(workflows.policies, "MAIL_RETRY", RetryPolicy(
+        initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(milliseconds=200),
+        maximum_attempts=2))
+    handle = await start_informal(client, settings)
+    await started(handle)
+    first_run = (await handle.describe()).run_id
+    relay.refuse_mail_from = "421 4.3.2 Service not available"
+    view = await handle.execute_update(ComplaintWorkflow.withdraw, WithdrawInput(by="Marieke Jansen",
+                                                                                 reason="Ingetrokken."))
+    await eventually(lambda: run_after(client, handle.id, first_run), what="the retention run")
+    return handle, view
 
 
 async def test_a_letter_in_flight_when_the_run_continues_as_new_goes_out_once(
@@ -294,7 +290,7 @@ async def test_a_letter_in_flight_when_the_run_continues_as_new_goes_out_once(
         await handle.execute_update(ComplaintWorkflow.resolve_informally, ResolveInformallyInput(
             by="Marieke Jansen", note="Opgelost."))
         [sent] = await wait_letter(relay, handle, LetterKind.INFORMAL_RESOLUTION)
-        retention_run = await eventually(lambda: _run_after(client, handle.id, first_run), what="the retention run")
+        retention_run = await eventually(lambda: run_after(client, handle.id, first_run), what="the retention run")
         await handle.execute_update(ComplaintWorkflow.letter_bounced, LetterBouncedInput(
             ref="0123456789abcdef", at=datetime.now(timezone.utc), message_id=str(sent["Message-ID"]),
             reason="5.1.1"))
@@ -308,7 +304,7 @@ async def test_a_letter_in_flight_when_the_run_continues_as_new_goes_out_once(
                 by="Marieke Jansen", kind=LetterKind.INFORMAL_RESOLUTION))
             await eventually(lambda: len(letters(relay, handle, LetterKind.INFORMAL_RESOLUTION)) == 2,
                              what="the copy handed to the (slow) relay")
-        latest = await eventually(lambda: _run_after(client, handle.id, retention_run), what="the next run")
+        latest = await eventually(lambda: run_after(client, handle.id, retention_run), what="the next run")
         # It did not wait for the slow relay: the send was still in flight, and was let go.
         told = (await client.get_workflow_handle(handle.id, run_id=retention_run).fetch_history()).events
         assert EventType.EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED in [e.event_type for e in told]

@@ -27,8 +27,8 @@ from intake.mail import read_mail
 from starter import submit_complaint
 from tests.cli import cli_env, run_cli
 from tests.factories import complaint_json
-from tests.lifecycle import alerts, eventually, forget_history, history_length, settled_history_length, wait_alert, \
-    wait_letter, wait_view
+from tests.lifecycle import alerts, eventually, forget_history, history_length, run_after, settled_history_length, \
+    wait_alert, wait_letter, wait_view
 from tests.mailbox_rig import Rig, corpus
 from workflows.complaint import ComplaintWorkflow
 
@@ -158,7 +158,7 @@ async def test_a_reply_to_a_closed_complaint_is_kept_on_it_and_after_the_purge_i
         first_run = (await handle.describe()).run_id  # before closing: the retention run may follow at once
         await handle.execute_update(ComplaintWorkflow.withdraw, WithdrawInput(by=STAFF, reason="Ingetrokken."))
         await wait_letter(mail, handle, LetterKind.WITHDRAWAL)
-        await eventually(lambda: _new_run(client, handle.id, first_run), what="the retention run")
+        await eventually(lambda: run_after(client, handle.id, first_run), what="the retention run")
         sender = "M.Bakker@vanderlinden-techniek.nl"
         rig.deliver(_reply("reply-disagree.eml", acknowledgement, handle.id, COMPLAINANT=sender))
         [alert] = await wait_alert(mail, handle, AlertKind.MESSAGE_RECEIVED)
@@ -186,10 +186,6 @@ async def test_a_reply_to_a_closed_complaint_is_kept_on_it_and_after_the_purge_i
         assert again.id != handle.id
 
 
-async def _new_run(client, complaint_id: str, first_run: str) -> bool:
-    return (await client.get_workflow_handle(complaint_id).describe()).run_id != first_run
-
-
 async def _completed(handle) -> bool:
     return (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
 
@@ -208,7 +204,7 @@ async def test_a_reply_to_an_erased_complaints_letter_never_reaches_a_later_comp
         first_run = (await handle.describe()).run_id  # before closing: the retention run may follow at once
         await handle.execute_update(ComplaintWorkflow.withdraw, WithdrawInput(by=STAFF, reason="Ingetrokken."))
         await wait_letter(mail, handle, LetterKind.WITHDRAWAL)
-        await eventually(lambda: _new_run(client, handle.id, first_run), what="the retention run")
+        await eventually(lambda: run_after(client, handle.id, first_run), what="the retention run")
         await env.fast_forward(handle, timedelta(days=370))
         await eventually(lambda: _completed(handle), what="the purge")
         await forget_history(client, handle.id)

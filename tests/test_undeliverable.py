@@ -22,6 +22,7 @@ from tests.cli import cli_env, run_cli
 from tests.lifecycle import (
     eventually,
     letters,
+    run_after,
     start_formal,
     start_informal,
     started,
@@ -95,7 +96,7 @@ async def test_a_closing_letter_that_bounces_is_corrected_and_sent_during_the_re
     await handle.execute_update(ComplaintWorkflow.resolve_informally, ResolveInformallyInput(
         by=STAFF, note="Nieuwe trainingsdatum afgesproken."))
     [sent] = await wait_letter(mail, handle, LetterKind.INFORMAL_RESOLUTION)
-    retention_run = await eventually(lambda: _run_after(client, handle.id, first_run), what="the retention run")
+    retention_run = await eventually(lambda: run_after(client, handle.id, first_run), what="the retention run")
 
     await handle.execute_update(ComplaintWorkflow.letter_bounced, LetterBouncedInput(
         ref="0123456789abcdef", at=datetime.now(timezone.utc), message_id=str(sent["Message-ID"]),
@@ -121,7 +122,7 @@ async def test_a_closing_letter_that_bounces_is_corrected_and_sent_during_the_re
     assert await eventually(lambda: _dossier_email(pool, handle.id, good))
 
     # The run that was told the address continued as new; the run now waiting holds none of it.
-    latest = await eventually(lambda: _run_after(client, handle.id, retention_run), what="a run without it")
+    latest = await eventually(lambda: run_after(client, handle.id, retention_run), what="a run without it")
     raw = await Client.connect(client.service_client.config.target_host, namespace=client.namespace)
     codec = EncryptionCodec(settings.encryption_keys)
     assert good in await decrypted_history(raw, codec, handle.id, retention_run)
@@ -167,10 +168,6 @@ async def test_a_closing_letter_refused_at_once_still_lets_the_complaint_close_a
 def _withdrawals(view) -> list[tuple[int, str]]:
     return [(r.sequence, r.status) for r in view.letters if r.kind is LetterKind.WITHDRAWAL]
 
-
-async def _run_after(client, complaint_id: str, run_id: str) -> str | None:
-    current = (await client.get_workflow_handle(complaint_id).describe()).run_id
-    return current if current != run_id else None
 
 
 async def _open_alerts(handle) -> list[str] | None:
