@@ -138,8 +138,9 @@ def build_worker(client: Client, settings: Settings, pool: asyncpg.Pool, **optio
     Its complaints check every staff action against the staff register ``settings.staff_file`` (one
     register per process: infra/staff_register.py)."""
     staff_register.use(settings.staff_file)
-    calendar = CalendarActivities(WorkingDayCalendar(frozenset(settings.closure_days)))
-    dossier = DossierActivities(pool, settings.product_catalogue)
+    working_days = WorkingDayCalendar(frozenset(settings.closure_days))
+    calendar = CalendarActivities(working_days)
+    dossier = DossierActivities(pool, settings.product_catalogue, working_days)
     mail = MailActivities(pool, settings, LetterTemplates(settings.product_catalogue))
     analysis = AnalysisActivities(pool, settings)
     mailbox = MailboxActivities(pool, settings, client)

@@ -12,27 +12,43 @@ import asyncpg
 from temporalio import activity
 
 from activities.names import OPEN_DOSSIER, PURGE_DOSSIER, UPDATE_DOSSIER
+from complaints.calendar import WorkingDayCalendar
 from complaints.products import EMPTY, Catalogue
 from dossier.schema import match_products
 from complaints.models import (
     DossierFacts,
     OpenDossierInput,
+    OpenedDossier,
     Phase,
+    PlannedDeadline,
     PurgeDossierInput,
     PurgeResult,
 )
 
 
 class DossierActivities:
-    def __init__(self, pool: asyncpg.Pool, catalogue: Catalogue = EMPTY) -> None:
+    def __init__(self, pool: asyncpg.Pool, catalogue: Catalogue = EMPTY,
+                 calendar: WorkingDayCalendar | None = None) -> None:
         self._pool = pool
         #: For the product of a dossier from before the catalogue, matched when it is erased.
         self._catalogue = catalogue
+        #: The working-day calendar that plans the first phase's deadlines as a dossier opens.
+        self._calendar = calendar or WorkingDayCalendar()
 
     @activity.defn(name=OPEN_DOSSIER)
-    async def open_dossier(self, input: OpenDossierInput) -> None:
+    async def open_dossier(self, input: OpenDossierInput) -> OpenedDossier:
+        """Open the complaint's row; with a ``plan``, plan the first deadlines on the calendar and write the
+        first state with the row, in one transaction (one round trip of the workflow instead of three)."""
         s, c = input.submission, input.submission.complainant
         coded = input.product_code  # None: a complaint from before the catalogue (its product is its words)
+        planned = [PlannedDeadline(at=self._calendar.deadline_after(p.start, p.working_days),
+                                   calendar=self._calendar.name) for p in input.plan]
+        first = input.first_state
+        if first is not None:
+            deadlines = first.view.deadlines.model_copy(
+                update={p.deadline: at.at for p, at in zip(input.plan, planned)})
+            first = first.model_copy(update={"view": first.view.model_copy(update={
+                "deadlines": deadlines, "calendar": planned[-1].calendar if planned else first.view.calendar})})
         async with self._pool.acquire() as conn, conn.transaction():
             if input.instance is not None:
                 await _set_aside_earlier(conn, input.complaint_id, input.instance)
@@ -51,84 +67,93 @@ class DossierActivities:
                 c.phone, s.reference, s.description, s.motivation, input.instance,
                 None if coded is None else s.product, coded is not None or s.product is None,
             )
+            if first is not None:
+                await _write_state(conn, first)
         if _count(status):
             activity.logger.info("dossier opened", extra={"route": s.route.value})
+        return OpenedDossier(planned=planned)
 
     @activity.defn(name=UPDATE_DOSSIER)
     async def update_dossier(self, facts: DossierFacts) -> None:
         """Write the workflow's state; an older version never overwrites a newer one."""
-        v, d = facts.view, facts.view.deadlines
         async with self._pool.acquire() as conn, conn.transaction():
-            status = await conn.execute(
-                """
-                UPDATE complaints SET
-                    formal_received_at = $2, phase = $3, outcome = $4, calendar = $5,
-                    acknowledge_by = $6, acknowledged_at = $7, resolve_by = $8, extensions = $9,
-                    decided_at = $10, decided_within_term = $11,
-                    decision_motivation = CASE WHEN $21 THEN $12 ELSE decision_motivation END,
-                    mediated = $13 OR mediated, mediator = CASE WHEN $21 THEN $14 ELSE mediator END,
-                    verdict_at = $15, verdict_summary = CASE WHEN $21 THEN $16 ELSE verdict_summary END,
-                    consequences_by = $17, closed_at = $18, purge_on = $19,
-                    complainant_email = coalesce($22, complainant_email),
-                    product = CASE WHEN $28 OR NOT product_matched THEN coalesce($23, product) ELSE product END,
-                    product_text = CASE WHEN $28 AND $21 THEN coalesce($29, product_text) ELSE product_text END,
-                    product_matched = product_matched OR $28,
-                    complainant_organisation = coalesce($24, complainant_organisation),
-                    complainant_phone = coalesce($25, complainant_phone),
-                    motivation = coalesce($26, motivation),
-                    state_version = $20, updated_at = now(), instance = coalesce(instance, $27)
-                WHERE complaint_id = $1 AND state_version < $20 AND purged_at IS NULL
-                    AND ($27::text IS NULL OR instance IS NULL OR instance = $27)
-                """,
-                v.complaint_id, v.formal_received_at, v.phase.value,
-                v.outcome.value if v.outcome else None, v.calendar,
-                d.acknowledge_by, v.acknowledged_at, d.resolve_by, v.extensions,
-                v.decision.at if v.decision else None,
-                v.decision.within_term if v.decision else None,
-                v.decision.motivation if v.decision else None,
-                v.phase is Phase.MEDIATION or v.mediator is not None, v.mediator,
-                v.verdict.at if v.verdict else None, v.verdict.summary if v.verdict else None,
-                d.consequences_by, v.closed_at, d.purge_on, facts.version, facts.includes_personal_data,
-                facts.contact_email, v.product,
-                *((c.organisation, c.phone, c.motivation) if (c := facts.contents) and facts.includes_personal_data
-                  else (None, None, None)),
-                facts.instance, v.product_is_code, v.product_text,
-            )
-            if not _count(status) and not await _ours(conn, v.complaint_id, facts.instance):
-                activity.logger.warning("dossier rows of this id belong to another complaint; not written")
-                return
-            await conn.executemany(
-                """
-                INSERT INTO complaint_events (complaint_id, sequence, at, action, actor, note, key_id, signed_at)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING
-                """,
-                [(v.complaint_id, i, h.at, h.action, h.by, h.note, h.key_id, h.signed_at)
-                 for i, h in enumerate(v.history, 1)],
-            )
-            await conn.executemany(
-                """
-                INSERT INTO alerts (complaint_id, kind, sequence, raised_at, deadline)
-                VALUES ($1, $2, $3, $4, $5)
-                ON CONFLICT (complaint_id, kind, sequence)
-                DO UPDATE SET raised_at = EXCLUDED.raised_at, deadline = EXCLUDED.deadline
-                """,
-                [(v.complaint_id, a.kind.value, a.sequence, a.at, a.deadline) for a in v.alerts],
-            )
-            await conn.executemany(
-                """
-                INSERT INTO measures (complaint_id, sequence, recorded_at, actor, product, measure, product_matched)
-                VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING
-                """,
-                [(v.complaint_id, i, m.at, m.by, v.product or UNKNOWN_PRODUCT, m.text, v.product_is_code)
-                 for i, m in enumerate(v.measures, 1)],
-            )
-        if _count(status):  # not when a newer state was already written
-            activity.logger.info("dossier written", extra={"version": facts.version, "phase": v.phase.value})
+            written = await _write_state(conn, facts)
+        if written:  # not when a newer state was already written
+            activity.logger.info("dossier written", extra={"version": facts.version, "phase": facts.view.phase.value})
 
     @activity.defn(name=PURGE_DOSSIER)
     async def purge_dossier(self, input: PurgeDossierInput) -> PurgeResult:
         """Erase the personal data; keep the anonymous facts the yearly analysis needs (:func:`erase`)."""
         return await erase(self._pool, input.complaint_id, ERASURE_REASON, self._catalogue, input.instance)
+
+
+async def _write_state(conn: asyncpg.Connection, facts: DossierFacts) -> bool:
+    """Write the workflow's state (inside the caller's transaction); False if a newer one was written."""
+    v, d = facts.view, facts.view.deadlines
+    status = await conn.execute(
+        """
+        UPDATE complaints SET
+            formal_received_at = $2, phase = $3, outcome = $4, calendar = $5,
+            acknowledge_by = $6, acknowledged_at = $7, resolve_by = $8, extensions = $9,
+            decided_at = $10, decided_within_term = $11,
+            decision_motivation = CASE WHEN $21 THEN $12 ELSE decision_motivation END,
+            mediated = $13 OR mediated, mediator = CASE WHEN $21 THEN $14 ELSE mediator END,
+            verdict_at = $15, verdict_summary = CASE WHEN $21 THEN $16 ELSE verdict_summary END,
+            consequences_by = $17, closed_at = $18, purge_on = $19,
+            complainant_email = coalesce($22, complainant_email),
+            product = CASE WHEN $28 OR NOT product_matched THEN coalesce($23, product) ELSE product END,
+            product_text = CASE WHEN $28 AND $21 THEN coalesce($29, product_text) ELSE product_text END,
+            product_matched = product_matched OR $28,
+            complainant_organisation = coalesce($24, complainant_organisation),
+            complainant_phone = coalesce($25, complainant_phone),
+            motivation = coalesce($26, motivation),
+            state_version = $20, updated_at = now(), instance = coalesce(instance, $27)
+        WHERE complaint_id = $1 AND state_version < $20 AND purged_at IS NULL
+            AND ($27::text IS NULL OR instance IS NULL OR instance = $27)
+        """,
+        v.complaint_id, v.formal_received_at, v.phase.value,
+        v.outcome.value if v.outcome else None, v.calendar,
+        d.acknowledge_by, v.acknowledged_at, d.resolve_by, v.extensions,
+        v.decision.at if v.decision else None,
+        v.decision.within_term if v.decision else None,
+        v.decision.motivation if v.decision else None,
+        v.phase is Phase.MEDIATION or v.mediator is not None, v.mediator,
+        v.verdict.at if v.verdict else None, v.verdict.summary if v.verdict else None,
+        d.consequences_by, v.closed_at, d.purge_on, facts.version, facts.includes_personal_data,
+        facts.contact_email, v.product,
+        *((c.organisation, c.phone, c.motivation) if (c := facts.contents) and facts.includes_personal_data
+          else (None, None, None)),
+        facts.instance, v.product_is_code, v.product_text,
+    )
+    if not _count(status) and not await _ours(conn, v.complaint_id, facts.instance):
+        activity.logger.warning("dossier rows of this id belong to another complaint; not written")
+        return False
+    await conn.executemany(
+        """
+        INSERT INTO complaint_events (complaint_id, sequence, at, action, actor, note, key_id, signed_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING
+        """,
+        [(v.complaint_id, i, h.at, h.action, h.by, h.note, h.key_id, h.signed_at)
+         for i, h in enumerate(v.history, 1)],
+    )
+    await conn.executemany(
+        """
+        INSERT INTO alerts (complaint_id, kind, sequence, raised_at, deadline)
+        VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (complaint_id, kind, sequence)
+        DO UPDATE SET raised_at = EXCLUDED.raised_at, deadline = EXCLUDED.deadline
+        """,
+        [(v.complaint_id, a.kind.value, a.sequence, a.at, a.deadline) for a in v.alerts],
+    )
+    await conn.executemany(
+        """
+        INSERT INTO measures (complaint_id, sequence, recorded_at, actor, product, measure, product_matched)
+        VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING
+        """,
+        [(v.complaint_id, i, m.at, m.by, v.product or UNKNOWN_PRODUCT, m.text, v.product_is_code)
+         for i, m in enumerate(v.measures, 1)],
+    )
+    return bool(_count(status))
 
 
 async def erase(pool: asyncpg.Pool, cid: str, reason: str, catalogue: Catalogue,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime
 
 import asyncpg
 from temporalio import activity
@@ -23,9 +24,10 @@ from activities.names import (
     STAGE_LETTERS,
     UNCERTAIN,
 )
-from activities.outbox import MailRefused, Outbox, Row, SmtpSender, message_id
+from activities.outbox import MailRefused, OnSent, Outbox, Row, SmtpSender, lease, message_id
 from complaints.models import (
     AlertSent,
+    LetterKind,
     LetterSent,
     MailboxAlertInput,
     SendAlertInput,
@@ -65,13 +67,20 @@ class MailActivities:
 
     @activity.defn(name=SEND_LETTER)
     async def send_letter(self, letter: SendLetterInput) -> LetterSent:
+        """Write the letter's row (claimed, on the first attempt), send it, and record it sent; an
+        acknowledgement with a ``dossier_version`` is recorded in the dossier in that same transaction."""
         key = (letter.complaint_id, letter.kind.value, letter.sequence)
         rendered = self._templates.render(letter)
         async with self._pool.acquire() as conn:
-            await self._stage(conn, letter, rendered)
-            stored = await conn.fetchrow(f"SELECT message_id, recipient FROM letters WHERE {_LETTER}", *key)
-        return await self._deliver(key, stored["message_id"], stored["recipient"] or letter.recipient.email,
-                                   letter.recipient.name, rendered, letter_headers(letter))
+            stored = await self._stage(conn, letter, rendered, claim=True)
+            claimed = stored is not None
+            if stored is None:  # written by an earlier attempt: as it was written
+                stored = await conn.fetchrow(f"SELECT message_id, recipient FROM letters WHERE {_LETTER}", *key)
+        recorded: list[int] = []
+        sent = await self._deliver(key, stored["message_id"], stored["recipient"] or letter.recipient.email,
+                                   letter.recipient.name, rendered, letter_headers(letter), claimed=claimed,
+                                   also=_acknowledgement(letter, recorded))
+        return sent.model_copy(update={"dossier_version": recorded[0]}) if recorded else sent
 
     @activity.defn(name=STAGE_LETTERS)
     async def stage_letters(self, input: StageLettersInput) -> None:
@@ -112,27 +121,42 @@ class MailActivities:
                                    Rendered(subject=stored["subject"], body=stored["body"]), headers)
         return sent.model_copy(update={"to": ""})  # the retention run holds no address
 
-    async def _stage(self, conn: asyncpg.Connection, letter: SendLetterInput, rendered: Rendered) -> None:
+    async def _stage(self, conn: asyncpg.Connection, letter: SendLetterInput, rendered: Rendered,
+                     claim: bool = False) -> asyncpg.Record | None:
         """The letter's row, written once on its first attempt: what it says, to whom, and its Message-ID
-        (a retry, or the retention run, sends exactly this)."""
+        (a retry, or the retention run, sends exactly this). With ``claim`` the new row is written
+        holding this attempt's lease (activities/outbox.py). Returns the row's message id and recipient
+        if this call wrote it, None if it was there already."""
         key = (letter.complaint_id, letter.kind.value, letter.sequence)
         envelope = {"to_name": letter.recipient.name, "headers": letter_headers(letter)}
-        await conn.execute(
+        until, by = lease() if claim else (None, None)
+        return await conn.fetchrow(
             """
-            INSERT INTO letters (complaint_id, kind, sequence, message_id, status, recipient, subject, body, envelope)
-            VALUES ($1, $2, $3, $4, 'sending', $5, $6, $7, $8::jsonb) ON CONFLICT DO NOTHING
+            INSERT INTO letters (complaint_id, kind, sequence, message_id, status, recipient, subject, body, envelope,
+                claimed_until, claimed_by)
+            VALUES ($1, $2, $3, $4, 'sending', $5, $6, $7, $8::jsonb, $9, $10) ON CONFLICT DO NOTHING
+            RETURNING message_id, recipient
             """,
             *key, message_id(*key, self._sender.domain, letter.instance), letter.recipient.email,
-            rendered.subject, rendered.body, json.dumps(envelope))
+            rendered.subject, rendered.body, json.dumps(envelope), until, by)
 
     async def _deliver(self, key: tuple[str, str, int], msg_id: str, to: str, to_name: str | None,
-                       rendered: Rendered, headers: dict[str, str]) -> LetterSent:
-        """Send the letter whose row ``key`` is, once (activities/outbox.py), and note how it went."""
+                       rendered: Rendered, headers: dict[str, str], claimed: bool = False,
+                       also: OnSent | None = None) -> LetterSent:
+        """Send the letter whose row ``key`` is, once (activities/outbox.py), and note how it went; ``also``
+        is recorded in the transaction that marks it sent."""
         row = Row("letters", _LETTER, key)
         fields = {"kind": key[1], "sequence": key[2], "message_id": msg_id}
+
+        async def mark_sent(conn: asyncpg.Connection, sent_at: datetime) -> None:
+            await conn.execute(f"UPDATE letters SET status = 'sent' WHERE {_LETTER} AND status <> 'sent'", *key)
+            if also is not None:
+                await also(conn, sent_at)
+
         try:
             sent_at, now = await self._outbox.send(row, lambda: self._sender.compose(
-                to=to, to_name=to_name, rendered=rendered, msg_id=msg_id, headers=headers))
+                to=to, to_name=to_name, rendered=rendered, msg_id=msg_id, headers=headers),
+                claimed=claimed, on_sent=mark_sent)
         except MailRefused as err:
             await self._pool.execute(f"UPDATE letters SET status = 'failed', error = $4 WHERE {_LETTER}",
                                      *key, err.message)
@@ -144,7 +168,6 @@ class MailActivities:
                                          *key, err.message)
                 activity.logger.warning("letter waits for staff: its outcome is uncertain", extra=fields)
             raise
-        await self._pool.execute(f"UPDATE letters SET status = 'sent' WHERE {_LETTER} AND status <> 'sent'", *key)
         if now:
             metrics.count(activity.metric_meter(), metrics.LETTERS_SENT, kind=key[1])
             activity.logger.info("letter sent", extra=fields)
@@ -190,3 +213,27 @@ class MailActivities:
                                  headers={"X-Alert-Kind": alert.kind.value, "Auto-Submitted": "auto-generated"})))
         activity.logger.info("mailbox alert sent to the director", extra={"kind": alert.kind.value})
         return AlertSent(message_id=msg_id, sent_at=sent_at)
+
+
+def _acknowledgement(letter: SendLetterInput, recorded: list[int]) -> OnSent | None:
+    """For an acknowledgement with a ``dossier_version``: record it in the dossier (``acknowledged_at``, the
+    version) if the dossier holds the version just before, or already holds this one; ``recorded`` gets the
+    version then."""
+    version = letter.dossier_version
+    if letter.kind is not LetterKind.ACKNOWLEDGEMENT or version is None:
+        return None
+
+    async def record(conn: asyncpg.Connection, sent_at: datetime) -> None:
+        done = await conn.fetchval(
+            """
+            UPDATE complaints SET acknowledged_at = coalesce(acknowledged_at, $2), state_version = $3,
+                updated_at = now()
+            WHERE complaint_id = $1 AND purged_at IS NULL AND ($4::text IS NULL OR instance IS NULL OR instance = $4)
+                AND (state_version = $3 - 1 OR (state_version = $3 AND acknowledged_at IS NOT NULL))
+            RETURNING state_version
+            """,
+            letter.complaint_id, sent_at, version, letter.instance)
+        if done is not None:
+            recorded.append(done)
+
+    return record

@@ -29,7 +29,7 @@ from datetime import datetime, timedelta, timezone
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, getaddresses, parseaddr
-from typing import Callable
+from typing import Awaitable, Callable
 
 import aiosmtplib
 import asyncpg
@@ -179,6 +179,10 @@ class SmtpSender:
                 client.close()
 
 
+#: What is recorded with a send, in the same transaction (a connection, the moment it was sent).
+OnSent = Callable[[asyncpg.Connection, datetime], Awaitable[None]]
+
+
 @dataclass(frozen=True)
 class Row:
     """A message's row: the table, and the condition (with its arguments) that finds it."""
@@ -195,17 +199,24 @@ class Outbox:
         self._pool = pool
         self._sender = sender
 
-    async def send(self, row: Row, compose: Callable[[], EmailMessage]) -> tuple[datetime, bool]:
+    async def send(self, row: Row, compose: Callable[[], EmailMessage], *, claimed: bool = False,
+                   on_sent: OnSent | None = None) -> tuple[datetime, bool]:
         """Send the row's message unless it already went out; when it was sent, and whether just now.
 
-        The caller records the other columns (status, message id) itself; ``sent_at`` is set here.
+        ``claimed``: the caller created the row holding the lease (:func:`lease`), so this attempt
+        sends without claiming it again. ``on_sent`` runs in the transaction that records the send
+        (also when an earlier attempt sent it), for what must be recorded with it. ``sent_at`` is set
+        here; the caller records the other columns (message id) itself.
         """
         remembered = _sent_by_earlier_attempt()
         if remembered is not None:
-            await self._finish(row, remembered)
+            await self._finish(row, remembered, on_sent)
             return remembered, False
-        sent_at = await self._claim(row)
+        sent_at = None if claimed else await self._claim(row)
         if sent_at is not None:
+            if on_sent is not None:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    await on_sent(conn, sent_at)
             return sent_at, False
         try:
             await self._sender.send(compose())
@@ -221,7 +232,7 @@ class Outbox:
             await self._release(row, unknown=False)
             raise
         sent_at = _remember_sent()
-        await self._finish(row, sent_at)
+        await self._finish(row, sent_at, on_sent)
         return sent_at, True
 
     async def _claim(self, row: Row) -> datetime | None:
@@ -262,10 +273,21 @@ class Outbox:
                                f" unknown_outcomes = unknown_outcomes + {1 if unknown else 0} WHERE {row.where}",
                                *row.args)
 
-    async def _finish(self, row: Row, sent_at: datetime) -> None:
+    async def _finish(self, row: Row, sent_at: datetime, on_sent: OnSent | None) -> None:
+        sql = (f"UPDATE {row.table} SET sent_at = coalesce(sent_at, ${len(row.args) + 1}),"
+               f" claimed_until = NULL, claimed_by = NULL WHERE {row.where}")
         async with self._pool.acquire() as conn:
-            await conn.execute(f"UPDATE {row.table} SET sent_at = coalesce(sent_at, ${len(row.args) + 1}),"
-                               f" claimed_until = NULL, claimed_by = NULL WHERE {row.where}", *row.args, sent_at)
+            if on_sent is None:
+                await conn.execute(sql, *row.args, sent_at)
+                return
+            async with conn.transaction():
+                await conn.execute(sql, *row.args, sent_at)
+                await on_sent(conn, sent_at)
+
+
+def lease() -> tuple[datetime, str]:
+    """A new lease on a message's row (until when, by whom), for a caller that creates the row claimed."""
+    return datetime.now(timezone.utc) + LEASE, uuid.uuid4().hex
 
 
 def _server_failing(err: MailServerFailing) -> None:

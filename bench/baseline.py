@@ -1,15 +1,21 @@
-"""The bare-SDK baseline: the essential work of an intake, with nothing of the product around it.
+"""Two bare-SDK baselines: the work of an intake with nothing of the product around it.
 
 One workflow per complaint, plain dataclasses and the SDK's default converter (no
-pydantic, no encryption, no sandbox passthrough list, no search attributes), doing what
-an intake must: one INSERT into PostgreSQL and one SMTP send of a letter of the
-product's size, through the same activities as the product's intake (three activities
-that write to PostgreSQL, one that sends, one local activity that plans a date; see
-``INTAKE_ACTIVITIES``). Its worker takes the product's worker options, so the two differ
-only in what the product adds.
+pydantic, no encryption, no sandbox passthrough list, no search attributes), as a
+newcomer would write it with the SDK's samples at hand:
+
+- ``bare`` (:class:`BareIntake`): the essential work of an intake and nothing more: one
+  INSERT into PostgreSQL, then one SMTP send of a letter of the product's size. The
+  product is measured against this one (issue 15).
+- ``shape`` (:class:`SameShapeIntake`): the shape the product's intake had until issue 15
+  (``SAME_SHAPE``: three activities that write to PostgreSQL, one that sends, one local
+  activity that plans a date), kept as the earlier yardstick.
+
+Its worker takes the product's worker options, so the sides differ only in what the
+product adds.
 
     python -m bench.baseline worker   # env: TEMPORAL_ADDRESS, TEMPORAL_TASK_QUEUE, DATABASE_URL, SMTP_PORT
-    python -m bench.baseline start N PREFIX MESSAGE_BYTES
+    python -m bench.baseline start bare|shape N PREFIX MESSAGE_BYTES
 """
 
 from __future__ import annotations
@@ -27,16 +33,17 @@ from temporalio.client import Client
 from temporalio.common import RetryPolicy
 from temporalio.worker import Worker
 
-from infra.cli import exit_process
-
 with workflow.unsafe.imports_passed_through():
     import aiosmtplib
     import asyncpg
 
-#: What the product's intake of a formal complaint typically runs (bench.intake counts it in finished
-#: histories and refuses to report if the median differs): open_dossier, plan_deadline (local),
-#: send_letter, update_dossier twice (state, then the letter sent).
-INTAKE_ACTIVITIES = {"activities": 4, "local_activities": 1}
+    from infra.cli import exit_process  # the product's exit handling: kept out of the sandbox
+
+#: What the product's intake of a formal complaint ran before issue 15: open_dossier, plan_deadline
+#: (local), send_letter, update_dossier twice (state, then the letter sent).
+SAME_SHAPE = {"activities": 4, "local_activities": 1}
+#: The essential work: one dossier write, one letter.
+BARE = {"activities": 2, "local_activities": 0}
 
 TIMEOUT = timedelta(seconds=30)
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
@@ -58,17 +65,33 @@ class Letter:
     message_bytes: int  # the whole message as sent, headers included
 
 
-@workflow.defn(name="BaselineIntake")
-class BaselineIntake:
+@workflow.defn(name="BareIntake")
+class BareIntake:
+    """Write the complaint down, send the letter: the least an intake can do."""
+
+    @workflow.run
+    async def run(self, c: Complaint) -> None:
+        await workflow.execute_activity("baseline_insert", c, start_to_close_timeout=TIMEOUT, retry_policy=RETRY)
+        letter = Letter(c.id, c.email, c.message_bytes)
+        await workflow.execute_activity("baseline_send", letter, start_to_close_timeout=TIMEOUT, retry_policy=RETRY)
+
+
+@workflow.defn(name="SameShapeIntake")
+class SameShapeIntake:
+    """The product's intake shape before issue 15 (``SAME_SHAPE``), with the bare work inside."""
+
     @workflow.run
     async def run(self, c: Complaint) -> None:
         await workflow.execute_activity("baseline_insert", c, start_to_close_timeout=TIMEOUT, retry_policy=RETRY)
         await workflow.execute_local_activity("baseline_plan", workflow.now(), start_to_close_timeout=TIMEOUT)
         letter = Letter(c.id, c.email, c.message_bytes)
         await workflow.execute_activity("baseline_send", letter, start_to_close_timeout=TIMEOUT, retry_policy=RETRY)
-        for _ in range(INTAKE_ACTIVITIES["activities"] - 2):
+        for _ in range(SAME_SHAPE["activities"] - 2):
             await workflow.execute_activity("baseline_touch", c.id, start_to_close_timeout=TIMEOUT,
                                             retry_policy=RETRY)
+
+
+WORKFLOWS = {"bare": BareIntake, "shape": SameShapeIntake}
 
 
 class BaselineActivities:
@@ -119,13 +142,13 @@ async def run_worker() -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-    async with Worker(client, task_queue=os.environ["TEMPORAL_TASK_QUEUE"], workflows=[BaselineIntake],
+    async with Worker(client, task_queue=os.environ["TEMPORAL_TASK_QUEUE"], workflows=list(WORKFLOWS.values()),
                       activities=[acts.insert, acts.plan, acts.send, acts.touch], **worker_options(settings)):
         await stop.wait()
     await pool.close()
 
 
-async def start(count: int, prefix: str, message_bytes: int, concurrency: int = 32) -> None:
+async def start(kind: str, count: int, prefix: str, message_bytes: int, concurrency: int = 32) -> None:
     """Start ``count`` intakes as the product's starter does: bounded concurrency, one process."""
     client = await Client.connect(os.environ["TEMPORAL_ADDRESS"])
     queue = os.environ["TEMPORAL_TASK_QUEUE"]
@@ -134,7 +157,7 @@ async def start(count: int, prefix: str, message_bytes: int, concurrency: int = 
     async def one(i: int) -> None:
         c = Complaint(f"{prefix}-{i}", f"Klant {i}", f"klant{i}@example.nl", "Training", message_bytes)
         async with gate:
-            await client.start_workflow(BaselineIntake.run, c, id=c.id, task_queue=queue)
+            await client.start_workflow(WORKFLOWS[kind].run, c, id=c.id, task_queue=queue)
 
     await asyncio.gather(*(one(i) for i in range(count)))
 
@@ -142,8 +165,8 @@ async def start(count: int, prefix: str, message_bytes: int, concurrency: int = 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["worker"]:
         asyncio.run(run_worker())
-    elif argv[:1] == ["start"] and len(argv) == 4:
-        asyncio.run(start(int(argv[1]), argv[2], int(argv[3])))
+    elif argv[:1] == ["start"] and len(argv) == 5 and argv[1] in WORKFLOWS:
+        asyncio.run(start(argv[1], int(argv[2]), argv[3], int(argv[4])))
     else:
         print(__doc__, file=sys.stderr)
         return 2

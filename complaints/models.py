@@ -627,6 +627,15 @@ class PlannedDeadline(_Model):
     calendar: str
 
 
+class DeadlinePlan(_Model):
+    """A deadline of the first phase, for the dossier's calendar to plan as it opens the dossier."""
+
+    #: The field of :class:`Deadlines` it sets.
+    deadline: str
+    start: AwareDatetime
+    working_days: int
+
+
 class OpenDossierInput(_Model):
     complaint_id: str
     submission: ComplaintSubmission
@@ -635,6 +644,18 @@ class OpenDossierInput(_Model):
     #: Which complaint of this id: its workflow's first run id (the id may be used again once an erased
     #: complaint's history is gone; each keeps its own dossier rows and letters). None: before this existed.
     instance: str | None = None
+    #: The first phase's working-day deadlines: planned on the worker's calendar (as the local activity
+    #: ``plan_deadline`` would) and written with the row. Empty for complaints from before the lean intake.
+    plan: list[DeadlinePlan] = Field(default_factory=list)
+    #: The state the complaint has once ``plan`` is applied, written with the row in the same transaction
+    #: (``plan``'s deadlines and calendar filled in by the activity). None: only the row (earlier complaints).
+    first_state: DossierFacts | None = None
+
+
+class OpenedDossier(_Model):
+    """What :class:`OpenDossierInput`'s ``plan`` came to, in its order, and which calendar planned it."""
+
+    planned: list[PlannedDeadline] = Field(default_factory=list)
 
 
 class DossierFacts(_Model):
@@ -710,6 +731,10 @@ class SendLetterInput(_Model):
     references: list[str] = Field(default_factory=list)
     #: Sent by the system on its own (the acknowledgement, the automatic extension): RFC 3834.
     automatic: bool = False
+    #: An acknowledgement: record it in the dossier as this version (its row's ``acknowledged_at``) in the
+    #: same transaction that marks the letter sent, if the dossier holds the version just before it
+    #: (the workflow's state was written); else the workflow's own dossier write records it.
+    dossier_version: int | None = None
 
 
 class LetterSent(_Model):
@@ -717,6 +742,9 @@ class LetterSent(_Model):
     sent_at: AwareDatetime
     #: The recipient ("" for a letter sent from the dossier: a retention run holds no address).
     to: str
+    #: The dossier version as which the letter's activity recorded the acknowledgement, in the same
+    #: transaction that marked the letter sent (see ``SendLetterInput.dossier_version``); else None.
+    dossier_version: int | None = None
 
 
 class SendAlertInput(_Model):

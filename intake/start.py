@@ -58,6 +58,8 @@ async def submit_complaint(client: Client, complaint: ComplaintSubmission, *, ta
     attributes = [SearchAttributePair(sa.PHASE, phase.value), SearchAttributePair(sa.ROUTE, complaint.route.value)]
     if product is not None:
         attributes.append(SearchAttributePair(sa.PRODUCT, product))
+    if complaint.missing():  # as the workflow keeps it (only complaints that ever lacked minimum contents have it)
+        attributes.append(SearchAttributePair(sa.INCOMPLETE, True))
     mine = fingerprint(complaint)
     try:
         await client.start_workflow(

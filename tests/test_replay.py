@@ -31,8 +31,11 @@ def test_every_lifecycle_path_has_recorded_histories() -> None:
     names = {f.name.rsplit("-run", 1)[0] for f in FILES}
     paths = {"informal_resolved", "formal_default_extension_then_decided", "escalated_mediated_with_consequences",
              "formal_withdrawn"}
-    assert names >= paths | {f"{path}-v2" for path in paths} | {"escalated_mediated_with_consequences-v1"}
-    assert names >= {"closing_letter_bounced_and_resent", "closed_while_mail_server_failing"}
+    later = {"closing_letter_bounced_and_resent", "closed_while_mail_server_failing"}
+    # Each generation kept: today's (the lean intake), before it (-v3 and, for the later paths, -v1), and older.
+    assert names >= paths | {f"{path}-{v}" for path in paths for v in ("v2", "v3")} \
+        | {"escalated_mediated_with_consequences-v1"}
+    assert names >= later | {f"{path}-v1" for path in later}
     # Each closed complaint continued as new into its retention run.
     assert all((HISTORIES / f"{name}-run2.json").exists() for name in names)
 

@@ -12,6 +12,7 @@ import uuid
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
@@ -34,6 +35,7 @@ from complaints.models import (
 from complaints import search_attributes as sa
 from devstack.smtp import MailCatcher
 from tests.conftest import free_port
+from tests.factories import DELETE
 from tests.lifecycle import (
     advance,
     advance_to,
@@ -104,6 +106,47 @@ async def test_formal_complaint_is_acknowledged_at_once(env, client, settings, w
     view = await assert_mail_matches_view(mail, handle, settings)
     assert view.alerts == []
     assert len(letters(mail, handle, LetterKind.ACKNOWLEDGEMENT)) == 1
+
+
+async def test_intake_is_one_dossier_write_and_one_letter(env, client, settings, worker, mail, pool):
+    """The lean intake (issue 15): the dossier opens with the first state, its deadline planned by the
+    activity; the acknowledgement records itself in the dossier as it is marked sent. Nothing else runs:
+    no local activity, no separate dossier write, and the search attributes the intake set at start are
+    not upserted again."""
+    handle = await start_formal(client, settings, motivation=DELETE)  # incomplete: that attribute set at start too
+    await wait_letter(mail, handle, LetterKind.ACKNOWLEDGEMENT)
+    view = await wait_view(handle, lambda v: v.acknowledged_at is not None and v.next_deadline is not None)
+    await settled_history_length(handle)
+    events = (await handle.fetch_history()).events
+
+    activities = [e.activity_task_scheduled_event_attributes.activity_type.name for e in events
+                  if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED]
+    assert activities == ["open_dossier", "send_letter"]
+    markers = [e.marker_recorded_event_attributes.marker_name for e in events
+               if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
+    assert "core_local_activity" not in markers
+    upserts = [set(e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields)
+               for e in events if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES]
+    # The lean intake's patch marker (it implies the patches before it), the planned deadline, the next one.
+    assert upserts == [{"TemporalChangeVersion"}, {sa.NEXT_DEADLINE.name}, {sa.NEXT_DEADLINE.name}]
+    assert sum(e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED for e in events) == 3
+
+    # Planned as the local activity would have, and all of it in the dossier.
+    assert view.deadlines.acknowledge_by == end_of_nth_working_day(view.received_at, 3)
+    assert view.deadlines.complete_by == end_of_nth_working_day(view.received_at, 5)
+    assert view.calendar is not None and "NL public holidays" in view.calendar
+    row = await wait_dossier(pool, handle, phase="formal", acknowledge_by=view.deadlines.acknowledge_by,
+                             resolve_by=view.deadlines.resolve_by, calendar=view.calendar,
+                             acknowledged_at=view.acknowledged_at)
+    assert row["state_version"] >= 2
+    assert [e["action"] for e in await dossier_events(pool, handle)] == ["submitted"]
+    await assert_search_attributes(handle, phase=Phase.FORMAL, route="formal", product=PRODUCT, outcome=None,
+                                   next_deadline=view.deadlines.complete_by)  # acknowledged; still incomplete
+    assert (await handle.describe()).typed_search_attributes.get(sa.INCOMPLETE) is True
+
+    # The dossier keeps up with what follows (the writer takes over from the intake's versions).
+    decided = await decide(handle)
+    await wait_dossier(pool, handle, phase="decided", decided_at=decided.decision.at)
 
 
 async def test_resolution_term_without_decision_is_extended_by_default(env, client, settings, worker,

@@ -52,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
         CompleteInput,
         ConsequencesPickedUpInput,
         Contents,
+        DeadlinePlan,
         CorrectContactInput,
         DecideInput,
         Decision,
@@ -71,6 +72,7 @@ with workflow.unsafe.imports_passed_through():
         MessageReceivedInput,
         MessageRecord,
         OpenDossierInput,
+        OpenedDossier,
         Outcome,
         Phase,
         PlanDeadlinesInput,
@@ -132,6 +134,13 @@ MAIL_SERVER_PATCH = "mail-server-failing"
 #: letter refused or bounced after closing can be corrected and sent again during the retention year,
 #: and stays an open alert until it has gone out. Complaints before it waited for every letter.
 CLOSED_LETTERS_PATCH = "closed-letters"
+#: The lean intake (issue 15, BENCHMARKS.md): the dossier opens with the first state, its first
+#: deadlines planned by the open_dossier activity on the worker's calendar (no local activity, no
+#: separate dossier write); the acknowledgement letter records itself in the dossier as it is marked
+#: sent; search attributes are upserted only where they changed (the intake sets the first ones at
+#: start). Complaints before it open, plan and write as they did. It implies the patches before it
+#: that a new complaint always takes (SEPARATE_ALERTS_PATCH, CLOSED_LETTERS_PATCH, INCOMPLETE_PATCH).
+LEAN_INTAKE_PATCH = "lean-intake"
 
 # Refusal types, so that callers can tell "not now" from "not like that".
 NOT_ALLOWED = "ActionNotAllowed"
@@ -191,13 +200,18 @@ class ComplaintWorkflow:
         self._alerts_out: list[_Outgoing] = []
         # Decided here, before any update of the first activation is handled (an update can arrive with
         # the run's first task: a retention run's handlers use both).
-        self._separate_alerts = workflow.patched(SEPARATE_ALERTS_PATCH)
-        self._closed_letters = workflow.patched(CLOSED_LETTERS_PATCH)
+        self._lean = input.retained is None and workflow.patched(LEAN_INTAKE_PATCH)
+        # A history with the lean intake's marker was written by code that had every patch before it: they
+        # are implied (each patch's marker costs its history two events, one a search-attribute upsert).
+        self._separate_alerts = self._lean or workflow.patched(SEPARATE_ALERTS_PATCH)
+        self._closed_letters = self._lean or workflow.patched(CLOSED_LETTERS_PATCH)
         #: The address staff corrected during the retention year (that run's one personal datum: it
         #: continues as new once the dossier holds it).
         self._contact_email: str | None = None
         #: The retention year has ended: nothing more is sent.
         self._erasing = False
+        #: Deadlines the dossier's calendar planned as the dossier opened, by (start, working days).
+        self._planned_at_opening: dict[tuple[datetime, int], PlannedDeadline] = {}
         self._dossier_synced = -1
         self._published: tuple[object, ...] = ()
         #: Letters the mail server refused permanently (or that bounced), by kind, until staff resend them.
@@ -245,13 +259,13 @@ class ComplaintWorkflow:
             route = self._view.route.value
             workflow.logger.info("complaint received", extra={"route": route})
             self._count(metrics.OPENED, route=route)
-            await self._dossier_activity(
-                OPEN_DOSSIER,
-                OpenDossierInput(complaint_id=self._view.complaint_id, submission=input.submission,
-                                 product_code=self._view.product if self._view.product_is_code else None,
-                                 instance=self._instance),
-                "open the dossier",
-            )
+            opening = OpenDossierInput(complaint_id=self._view.complaint_id, submission=input.submission,
+                                       product_code=self._view.product if self._view.product_is_code else None,
+                                       instance=self._instance)
+            if self._lean:
+                await self._open_dossier(opening)
+            else:
+                await self._dossier_activity(OPEN_DOSSIER, opening, "open the dossier")
         background = [asyncio.create_task(self._post_room(self._mail)), asyncio.create_task(self._archivist())]
         if self._separate_alerts:
             background.append(asyncio.create_task(self._post_room(self._alerts_out)))
@@ -263,6 +277,34 @@ class ComplaintWorkflow:
         finally:
             for task in background:
                 task.cancel()
+
+    async def _open_dossier(self, opening: OpenDossierInput) -> None:
+        """Open the dossier with the complaint's first state: the first phase's working-day deadlines are
+        planned by the activity on the worker's calendar, and the row is written as the state will be once
+        the phase has taken them (each plan is one change, ``_changed``), so no second write follows."""
+        plans = self._receipt_plans()
+        first = DossierFacts(version=self._version + len(plans), view=self._snapshot(), contents=self._contents(),
+                             contact_email=str(opening.submission.complainant.email), instance=self._instance)
+        opened = await self._dossier_activity(
+            OPEN_DOSSIER, opening.model_copy(update={"plan": plans, "first_state": first}),
+            "open the dossier and plan " + ", ".join(f"{p.deadline} ({p.working_days} working days)" for p in plans),
+            result_type=OpenedDossier)
+        self._planned_at_opening = {(p.start, p.working_days): at for p, at in zip(plans, opened.planned)}
+        self._dossier_synced = first.version
+
+    def _receipt_plans(self) -> list[DeadlinePlan]:
+        """What the first phase plans on the calendar when it starts (``_informal_phase``, ``_formal_phase``)."""
+        v = self._view
+        if v.phase is Phase.INFORMAL:
+            return [DeadlinePlan(deadline="informal_stalled_at", start=v.received_at,
+                                 working_days=terms.INFORMAL_STALLED_AFTER.count)]
+        assert v.formal_received_at is not None
+        plans = [DeadlinePlan(deadline="acknowledge_by", start=v.formal_received_at,
+                              working_days=terms.ACKNOWLEDGE_WITHIN.count)]
+        if v.missing:
+            plans.append(DeadlinePlan(deadline="complete_by", start=v.formal_received_at,
+                                      working_days=terms.COMPLETE_WITHIN.count))
+        return plans
 
     async def _handle_complaint(self) -> None:
         """From receipt to closing: each phase runs until a staff action or a deadline ends it."""
@@ -302,7 +344,7 @@ class ComplaintWorkflow:
             self._view.calendar = planned.calendar
             self._letter(LetterKind.ACKNOWLEDGEMENT, missing=self._view.missing)
             self._changed()
-        if self._view.missing and d.complete_by is None and workflow.patched(INCOMPLETE_PATCH):
+        if self._view.missing and d.complete_by is None and (self._lean or workflow.patched(INCOMPLETE_PATCH)):
             planned = await self._plan(self._view.formal_received_at, terms.COMPLETE_WITHIN,
                                        "plan asking the director to complete the complaint")
             d.complete_by = planned.at
@@ -963,7 +1005,7 @@ class ComplaintWorkflow:
         v = self._view
         alerts = open_alerts(v, self._closed_letters)
         self._published = (v.phase, v.next_deadline, alerts, tuple(v.missing), v.product)
-        workflow.upsert_search_attributes([
+        updates = [
             sa.PHASE.value_set(v.phase.value),
             sa.ROUTE.value_set("formal" if v.formal_received_at else "informal"),
             sa.PRODUCT.value_set(v.product) if v.product else sa.PRODUCT.value_unset(),
@@ -972,7 +1014,12 @@ class ComplaintWorkflow:
             sa.OPEN_ALERTS.value_set(alerts) if alerts else sa.OPEN_ALERTS.value_unset(),
             # Only on complaints that ever lacked minimum contents: older histories upserted without it.
             *([sa.INCOMPLETE.value_set(bool(v.missing))] if self._ever_incomplete else []),
-        ])
+        ]
+        if self._lean:  # only what changed (the intake set the first ones when it started the complaint)
+            current = workflow.info().typed_search_attributes
+            updates = [u for u in updates if current.get(u.key) != u.value]
+        if updates:
+            workflow.upsert_search_attributes(updates)
         last = v.history[-1]
         details = [f"**Phase:** {v.phase.value}"]
         if v.missing:
@@ -1058,9 +1105,15 @@ class ComplaintWorkflow:
                               to="" if isinstance(letter, StoredLetterInput) else letter.recipient.email,
                               status="sent")
         while True:
+            # The acknowledgement records itself in the dossier if the dossier holds the state until now.
+            synced, sending = self._version, letter
+            if self._lean and isinstance(letter, SendLetterInput) and letter.kind is LetterKind.ACKNOWLEDGEMENT \
+                    and self._view.acknowledged_at is None and self._dossier_synced == synced:
+                sending = letter.model_copy(update={"dossier_version": synced + 1})
+            recorded_as: int | None = None
             try:
                 sent = await workflow.execute_activity(
-                    SEND_STORED_LETTER if stored else SEND_LETTER, letter, result_type=LetterSent,
+                    SEND_STORED_LETTER if stored else SEND_LETTER, sending, result_type=LetterSent,
                     start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=MAIL_RETRY,
                     summary=f"send {letter.kind.value} letter" + (" from the dossier" if stored else ""))
             except ActivityError as err:
@@ -1080,6 +1133,7 @@ class ComplaintWorkflow:
                     self._alert(AlertKind.LETTER_UNDELIVERABLE)
             else:
                 self._mail_server_works()
+                recorded_as = sent.dossier_version
                 record.sent_at, record.message_id = sent.sent_at, sent.message_id
                 self._view.letters.append(record)
                 if isinstance(letter, SendLetterInput):
@@ -1087,6 +1141,8 @@ class ComplaintWorkflow:
                 if letter.kind is LetterKind.ACKNOWLEDGEMENT and self._view.acknowledged_at is None:
                     self._acknowledged(sent.sent_at)
             self._changed()
+            if recorded_as is not None and recorded_as == self._version and self._dossier_synced == synced:
+                self._dossier_synced = recorded_as  # the letter's activity wrote this very state
             return
 
     async def _mail_server_failing(self, err: ActivityError) -> bool:
@@ -1176,7 +1232,11 @@ class ComplaintWorkflow:
             retry_policy=DOSSIER_RETRY, summary=summary)
 
     async def _plan(self, start: datetime, term: terms.Term, what: str) -> PlannedDeadline:
-        """The end of the ``term``-th working day after ``start`` (a local activity: the calendar)."""
+        """The end of the ``term``-th working day after ``start`` (a local activity: the calendar), unless the
+        dossier's calendar planned it as the dossier opened."""
+        planned = self._planned_at_opening.pop((start, term.count), None)
+        if planned is not None:
+            return planned
         return await workflow.execute_local_activity(
             PLAN_DEADLINE, PlanDeadlinesInput(received_at=start, working_days=term.count),
             result_type=PlannedDeadline, start_to_close_timeout=CALENDAR_TIMEOUT,
