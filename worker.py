@@ -62,6 +62,12 @@ SHUTDOWN_GRACE = timedelta(seconds=50)
 # cryptography checks the staff's signatures in the update validators (complaints/staff.py); it
 # imports its OpenSSL backend lazily, and its Rust extension cannot be loaded twice in one process.
 PASSTHROUGH_MODULES = ("email_validator", "idna", "phonenumbers", "cryptography")
+#: The complaint workflow's own modules, passed through too: the sandbox otherwise executes the module
+#: afresh for every complaint it starts, about 10 ms of CPU each, a fifth of a whole intake (BENCHMARKS.md).
+#: Their code holds no mutable module state, and each complaint is still its own object; what is given
+#: up is the sandbox's run-time check of this code for non-deterministic calls, so the replay test runs
+#: every recorded lifecycle in the strict sandbox (``workflow_runner(strict=True)``) at every `make test`.
+WORKFLOW_MODULES_PASSED_THROUGH = ("workflows.complaint", "workflows.policies")
 
 
 
@@ -126,10 +132,11 @@ def compile_workflow_modules() -> None:
                                    doraise=True)
 
 
-def workflow_runner() -> SandboxedWorkflowRunner:
-    """The workflow sandbox, shared by the worker and the replay tests."""
-    return SandboxedWorkflowRunner(
-        restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES))
+def workflow_runner(strict: bool = False) -> SandboxedWorkflowRunner:
+    """The workflow sandbox, shared by the worker and the replay tests; ``strict`` executes the complaint
+    workflow's modules inside it too (``WORKFLOW_MODULES_PASSED_THROUGH``), with every restriction."""
+    passed = PASSTHROUGH_MODULES + (() if strict else WORKFLOW_MODULES_PASSED_THROUGH)
+    return SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_modules(*passed))
 
 
 def build_worker(client: Client, settings: Settings, pool: asyncpg.Pool, **options: object) -> Worker:

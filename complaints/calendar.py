@@ -6,6 +6,7 @@ workflow's history) and stored with the name of the calendar that computed them.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from importlib.metadata import version
@@ -44,7 +45,7 @@ class WorkingDayCalendar:
 
     @property
     def name(self) -> str:
-        name = f"NL public holidays (holidays {version('holidays')})"
+        name = f"NL public holidays (holidays {_holidays_version()})"
         if self.closure_days:
             days = ",".join(d.isoformat() for d in sorted(self.closure_days))
             name += f" + company closure days {days}"
@@ -53,7 +54,7 @@ class WorkingDayCalendar:
     def is_working_day(self, day: date) -> bool:
         if day.weekday() >= 5 or day in self.closure_days:
             return False
-        return day not in holidays.country_holidays("NL", years=day.year)
+        return day not in _nl_holidays(day.year)
 
     def add_working_days(self, day: date, count: int) -> date:
         """The ``count``-th working day after ``day`` (``day`` itself never counts)."""
@@ -70,3 +71,16 @@ class WorkingDayCalendar:
     def deadline_after(self, received_at: datetime, working_days: int) -> datetime:
         """End of the ``working_days``-th working day after the day of receipt, Amsterdam time."""
         return end_of_day(self.add_working_days(local_date(received_at), working_days))
+
+
+@functools.cache
+def _holidays_version() -> str:
+    """The installed ``holidays`` package's version (read from its metadata once per process)."""
+    return version("holidays")
+
+
+@functools.lru_cache(maxsize=16)
+def _nl_holidays(year: int) -> holidays.HolidayBase:
+    """The NL public holidays of ``year``, built once per process and year (building them is the slow part
+    of planning a deadline)."""
+    return holidays.country_holidays("NL", years=year)

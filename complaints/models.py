@@ -627,6 +627,21 @@ class PlannedDeadline(_Model):
     calendar: str
 
 
+class DossierFacts(_Model):
+    """Everything the workflow knows, written to the dossier after each change."""
+
+    version: int
+    view: ComplaintView
+    #: The complainant's current address (corrected by staff); None in a retention run.
+    contact_email: str | None = None
+    #: Minimum contents filled in after receipt (organisation, phone, motivation); None in a retention run.
+    contents: Contents | None = None
+    #: False for a retention run: its view is anonymous, so personal columns are left alone.
+    includes_personal_data: bool = True
+    #: As in :class:`OpenDossierInput`.
+    instance: str | None = None
+
+
 class DeadlinePlan(_Model):
     """A deadline of the first phase, for the dossier's calendar to plan as it opens the dossier."""
 
@@ -656,21 +671,6 @@ class OpenedDossier(_Model):
     """What :class:`OpenDossierInput`'s ``plan`` came to, in its order, and which calendar planned it."""
 
     planned: list[PlannedDeadline] = Field(default_factory=list)
-
-
-class DossierFacts(_Model):
-    """Everything the workflow knows, written to the dossier after each change."""
-
-    version: int
-    view: ComplaintView
-    #: The complainant's current address (corrected by staff); None in a retention run.
-    contact_email: str | None = None
-    #: Minimum contents filled in after receipt (organisation, phone, motivation); None in a retention run.
-    contents: Contents | None = None
-    #: False for a retention run: its view is anonymous, so personal columns are left alone.
-    includes_personal_data: bool = True
-    #: As in :class:`OpenDossierInput`.
-    instance: str | None = None
 
 
 class StoredLetterInput(_Model):

@@ -21,6 +21,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 import activities.outbox
+import workflows.complaint
 import workflows.policies
 from activities.dossier import DossierActivities
 from activities.letters import LetterTemplates
@@ -90,11 +91,19 @@ async def _row(pool, complaint_id: str) -> asyncpg.Record:
                                " WHERE complaint_id = $1", complaint_id)
 
 
+def _set_policy(monkeypatch: pytest.MonkeyPatch, name: str, value: object) -> None:
+    """Change a retry policy or pause for this test, where the complaint workflow reads it (its module is
+    passed through the sandbox: it holds the policies it imported, worker.WORKFLOW_MODULES_PASSED_THROUGH)."""
+    monkeypatch.setattr(workflows.policies, name, value)
+    monkeypatch.setattr(workflows.complaint, name, value)
+
+
 @pytest.mark.parametrize(("fault", "reply"), [
     ("refuse_mail_from", "530 5.7.0 Authentication required"),   # a rotated SMTP password
     ("refuse_mail_from", "550 5.7.1 Relaying denied"),
     ("refuse_data", "554 5.7.1 Message refused"),
 ])
+
 async def test_only_a_refused_recipient_makes_a_letter_undeliverable(pool, settings, relay, complaint_id,
                                                                      fault: str, reply: str) -> None:
     setattr(relay, fault, reply)
@@ -154,7 +163,7 @@ async def test_slow_sends_never_hold_the_dossiers_connections(pool, settings, re
 
 async def test_a_failing_mail_server_is_said_where_operators_look_and_the_letter_goes_once_it_works(
         env, client, settings, pool, relay, monkeypatch, caplog) -> None:
-    monkeypatch.setattr(workflows.policies, "MAIL_RETRY", RetryPolicy(
+    _set_policy(monkeypatch, "MAIL_RETRY", RetryPolicy(
         initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(milliseconds=200),
         maximum_attempts=2))
     relay.refuse_mail_from = "535 5.7.8 Authentication credentials invalid"
@@ -181,7 +190,7 @@ async def test_alerts_do_not_wait_behind_a_letter_that_keeps_failing(env, client
                                                                     monkeypatch) -> None:
     """The complainant's mail server keeps saying "try again later": the acknowledgement waits, but an
     alert to the director (a mail about the complaint arrived) goes out at once, in its own queue."""
-    monkeypatch.setattr(workflows.policies, "MAIL_RETRY", RetryPolicy(
+    _set_policy(monkeypatch, "MAIL_RETRY", RetryPolicy(
         initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(milliseconds=200),
         maximum_attempts=3))
     address = f"traag-{uuid.uuid4().hex[:8]}@example.nl"
@@ -236,7 +245,7 @@ async def test_a_letter_that_keeps_failing_does_not_keep_the_complaint_from_clos
 
 async def test_a_letter_that_keeps_failing_does_not_keep_the_dossier_from_being_erased_on_time(
         env, client, settings, pool, relay, monkeypatch) -> None:
-    monkeypatch.setattr(workflows.policies, "MAIL_SERVER_PAUSE", timedelta(days=100))
+    _set_policy(monkeypatch, "MAIL_SERVER_PAUSE", timedelta(days=100))
     local = replace(settings, smtp_host=relay.host, smtp_port=relay.port)
     async with build_worker(client, local, pool):
         handle, view = await _withdrawn_while_the_mail_server_fails(client, local, relay, monkeypatch)
@@ -264,7 +273,7 @@ async def test_a_letter_that_keeps_failing_does_not_keep_the_dossier_from_being_
 async def _withdrawn_while_the_mail_server_fails(client, settings, relay, monkeypatch) -> tuple[Any, Any]:
     """An informal complaint withdrawn while the relay refuses every sender (two quick attempts a
     message): returns its handle and the view the withdrawal answered, once its retention run runs."""
-    monkeypatch.setattr(workflows.policies, "MAIL_RETRY", RetryPolicy(
+    _set_policy(monkeypatch, "MAIL_RETRY", RetryPolicy(
         initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(milliseconds=200),
         maximum_attempts=2))
     handle = await start_informal(client, settings)

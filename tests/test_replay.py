@@ -43,7 +43,7 @@ def test_every_lifecycle_path_has_recorded_histories() -> None:
 @pytest.mark.parametrize("path", FILES, ids=[f.stem for f in FILES])
 async def test_recorded_history_replays(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, path.read_text())
-    replayer = Replayer(workflows=[ComplaintWorkflow], workflow_runner=workflow_runner(),
+    replayer = Replayer(workflows=[ComplaintWorkflow], workflow_runner=workflow_runner(strict=True),
                         data_converter=data_converter(Settings(encryption_keys=KEYS)))
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"

@@ -127,9 +127,12 @@ async def test_intake_is_one_dossier_write_and_one_letter(env, client, settings,
     assert "core_local_activity" not in markers
     upserts = [set(e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields)
                for e in events if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES]
-    # The lean intake's patch marker (it implies the patches before it), the planned deadline, the next one.
-    assert upserts == [{"TemporalChangeVersion"}, {sa.NEXT_DEADLINE.name}, {sa.NEXT_DEADLINE.name}]
+    # The lean intake's patch marker (it implies the patches before it); the next deadline once acknowledged.
+    assert upserts == [{"TemporalChangeVersion"}, {sa.NEXT_DEADLINE.name}]
     assert sum(e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED for e in events) == 3
+    # One timer: the next deadline once the letter is out (none is started and cancelled while it goes).
+    assert [e.event_type for e in events if e.event_type in (EventType.EVENT_TYPE_TIMER_STARTED,
+            EventType.EVENT_TYPE_TIMER_CANCELED)] == [EventType.EVENT_TYPE_TIMER_STARTED]
 
     # Planned as the local activity would have, and all of it in the dossier.
     assert view.deadlines.acknowledge_by == end_of_nth_working_day(view.received_at, 3)
@@ -401,7 +404,8 @@ async def test_acknowledgement_delayed_by_a_short_outage_is_sent_once(env, clien
     down = dataclasses.replace(settings, smtp_port=port)
     async with build_worker(env.client, down, pool):
         handle = await start_formal(client, settings)
-        view = await started(handle)
+        # Planned as the dossier opened; published as the next deadline once the letter is out.
+        view = await wait_view(handle, lambda v: v.deadlines.acknowledge_by is not None)
         acknowledge_by = view.deadlines.acknowledge_by
         # Two failed attempts at least (the retry back-off is skipped on the virtual clock).
         await advance(env, handle, timedelta(seconds=10))

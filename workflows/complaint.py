@@ -98,6 +98,7 @@ with workflow.unsafe.imports_passed_through():
     from complaints.views import anonymous, open_alerts, uncertain_kinds, undelivered_kinds
     from infra import metrics, staff_register
     from workflows.policies import (
+        ACKNOWLEDGEMENT_IN_FLIGHT,
         ACTIVITY_TIMEOUT,
         CALENDAR_TIMEOUT,
         DOSSIER_RETRY,
@@ -283,8 +284,8 @@ class ComplaintWorkflow:
         planned by the activity on the worker's calendar, and the row is written as the state will be once
         the phase has taken them (each plan is one change, ``_changed``), so no second write follows."""
         plans = self._receipt_plans()
-        first = DossierFacts(version=self._version + len(plans), view=self._snapshot(), contents=self._contents(),
-                             contact_email=str(opening.submission.complainant.email), instance=self._instance)
+        # The contents and address are in the submission the row is opened with: not sent twice.
+        first = DossierFacts(version=self._version + len(plans), view=self._snapshot(), instance=self._instance)
         opened = await self._dossier_activity(
             OPEN_DOSSIER, opening.model_copy(update={"plan": plans, "first_state": first}),
             "open the dossier and plan " + ", ".join(f"{p.deadline} ({p.working_days} working days)" for p in plans),
@@ -964,6 +965,11 @@ class ComplaintWorkflow:
         """
         while self._view.phase is phase:
             upcoming = sorted(deadlines(), key=lambda d: d.at)
+            if self._acknowledging() and all(d.at > workflow.now() + ACKNOWLEDGEMENT_IN_FLIGHT for d in upcoming):
+                # Its outcome moves the deadlines, and it comes within the letter's attempts (MAIL_RETRY):
+                # sent, refused, or the mail server noted failing. No timer and no upsert until then.
+                await workflow.wait_condition(lambda: not self._acknowledging() or self._view.phase is not phase)
+                continue
             self._set_next(upcoming[0] if upcoming else None)
             if not upcoming:
                 if until_due:
@@ -978,6 +984,12 @@ class ComplaintWorkflow:
             self._changed()
             if until_due and len(upcoming) == 1:
                 return
+
+    def _acknowledging(self) -> bool:
+        """A new complaint's acknowledgement is on its way (lean intake): not yet sent, refused, or waiting
+        for a failing mail server."""
+        return self._lean and self._view.acknowledged_at is None and self._view.mail_failing_since is None \
+            and any(isinstance(m, SendLetterInput) and m.kind is LetterKind.ACKNOWLEDGEMENT for m in self._mail)
 
     async def _wait_for_change(self, at: datetime, summary: str) -> bool:
         """Wait until ``at``; True if the state changed first, False once ``at`` has come."""

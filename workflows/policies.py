@@ -20,6 +20,10 @@ DOSSIER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coeff
 #: waits and tries again (workflows/complaint.py). A refused recipient ends them at once.
 MAIL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2.0,
                          maximum_interval=timedelta(minutes=1), maximum_attempts=8)
+#: Longer than a letter's attempts can take (MAIL_RETRY: 8 attempts of at most ACTIVITY_TIMEOUT with their
+#: back-off, under 9 minutes). A new complaint starts its deadline timers only once its acknowledgement has
+#: gone (or failed), unless a deadline falls within this.
+ACKNOWLEDGEMENT_IN_FLIGHT = timedelta(minutes=15)
 #: How long a letter or alert waits after its attempts all failed at the mail server, before it is tried again.
 MAIL_SERVER_PAUSE = timedelta(minutes=10)
 #: The yearly report's mail and the mailbox's alerts: retried until the mail server takes them.
