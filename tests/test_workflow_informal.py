@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+from temporalio.api.enums.v1 import EventType
+
 from complaints.calendar import dutch_long_date
 from complaints.models import (
     AlertKind,
@@ -69,6 +71,13 @@ async def test_informal_complaint_waits_in_the_informal_phase(env, client, setti
     # No letter is sent in the informal phase.
     await settled_history_length(handle)
     assert mail.find(x_complaint_id=handle.id) == []
+    # Its deadline was planned as the dossier opened (workflows/complaint.py ``_receipt_plans`` says what the
+    # first phase plans): one dossier write, no local activity.
+    events = (await handle.fetch_history()).events
+    assert [e.activity_task_scheduled_event_attributes.activity_type.name for e in events
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED] == ["open_dossier"]
+    assert not any(e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+                   and e.marker_recorded_event_attributes.marker_name == "core_local_activity" for e in events)
 
 
 async def test_resolve_informally_sends_the_letter_and_closes(env, client, settings, worker, mail, pool):
