@@ -16,7 +16,8 @@ SMTP server on loopback:
 4. Latency at the measured throughput: complaints submitted one by one at a steady
    rate below the burst's throughput, each timed from its submission to its letter.
 5. Staff actions on the loaded server: ``decide`` round trips one after the other, then
-   many at once; and one ``python admin.py decide`` process for what a user waits.
+   many at once, timed by a staff client process of its own (bench/staff.py); and one
+   ``python admin.py decide`` process for what a user waits.
 
 Prints one JSON object and a table; exits 1 if a target is missed.
 """
@@ -50,7 +51,6 @@ warnings.filterwarnings("ignore", category=UserWarning, module="platformdirs.*")
 
 from bench.stack import (  # noqa: E402
     REPO, DevServer, Mailbox, Process, child_env, free_port, percentile, wait_for_poller)
-from complaints.models import DecideInput, Outcome  # noqa: E402
 from complaints.staff import StaffRole  # noqa: E402
 from infra.signing import SigningInterceptor, new_key, write_key  # noqa: E402
 from devstack.postgres import LocalPostgres  # noqa: E402
@@ -58,7 +58,6 @@ from infra.cli import exit_process  # noqa: E402
 from infra.codec import parse_keys  # noqa: E402
 from infra.config import Settings  # noqa: E402
 from infra.temporal_client import data_converter  # noqa: E402
-from workflows.complaint import ComplaintWorkflow  # noqa: E402
 
 #: Against the bare baseline (issue 15): burst throughput, worker CPU per complaint.
 TARGET_THROUGHPUT_RATIO = 0.85
@@ -344,23 +343,24 @@ class Bench:
             await asyncio.sleep(0.2)
 
     async def staff_actions(self, queue: str, sequential: int, concurrent: int) -> dict[str, float]:
-        """``decide`` on open complaints of the loaded server: one after another, then all at once."""
-        assert self.client is not None and self.product_client is not None
+        """``decide`` on open complaints of the loaded server, from a staff client process of its own
+        (bench/staff.py): one after another, then all at once; then one ``admin.py decide`` process."""
+        assert self.client is not None
         open_ids = [wf.id async for wf in self.client.list_workflows(
             f"TaskQueue = '{queue}' AND ComplaintPhase = 'formal'")]
         if len(open_ids) < sequential + concurrent + 1:
             raise RuntimeError(f"only {len(open_ids)} open complaints for the staff actions")
-        action = DecideInput(by="bench", outcome=Outcome.UPHELD, motivation="Terecht; wij plannen opnieuw in.")
-
-        async def decide(cid: str) -> float:
-            began = time.perf_counter()
-            await self.product_client.get_workflow_handle(cid).execute_update(ComplaintWorkflow.decide, action)
-            return time.perf_counter() - began
-
-        one_by_one = [await decide(cid) for cid in open_ids[:sequential]]
-        began = time.perf_counter()
-        together = await asyncio.gather(*(decide(cid) for cid in open_ids[sequential:sequential + concurrent]))
-        elapsed = time.perf_counter() - began
+        ids = self.workdir / "staff-ids.txt"
+        ids.write_text("\n".join(open_ids[:sequential + concurrent]))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.staff", str(ids), "--sequential", str(sequential),
+            "--concurrent", str(concurrent), cwd=REPO, env=self.env(queue),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"bench.staff failed: {err.decode()[-500:]}")
+        timed = json.loads(out)
+        one_by_one, together = timed["sequential"], timed["concurrent"]
         cid = open_ids[sequential + concurrent]
         began = time.perf_counter()
         proc = await asyncio.create_subprocess_exec(
@@ -372,8 +372,8 @@ class Bench:
             raise RuntimeError(f"admin.py decide failed: {err.decode()[-500:]}")
         return {"open_complaints": len(open_ids),
                 "sequential_p50": percentile(one_by_one, 50), "sequential_p99": percentile(one_by_one, 99),
-                "concurrent": concurrent, "concurrent_per_second": concurrent / elapsed,
-                "concurrent_p99": percentile(list(together), 99), "admin_cli_seconds": cli}
+                "concurrent": concurrent, "concurrent_per_second": concurrent / timed["concurrent_seconds"],
+                "concurrent_p99": percentile(together, 99), "admin_cli_seconds": cli}
 
 
 def _busy_share(before: Any, after: Any) -> float:
