@@ -68,7 +68,7 @@ class DossierActivities:
                 None if coded is None else s.product, coded is not None or s.product is None,
             )
             if first is not None:
-                await _write_state(conn, first)
+                await write_state(conn, first)
         if _count(status):
             activity.logger.info("dossier opened", extra={"route": s.route.value})
         return OpenedDossier(planned=planned)
@@ -77,7 +77,7 @@ class DossierActivities:
     async def update_dossier(self, facts: DossierFacts) -> None:
         """Write the workflow's state; an older version never overwrites a newer one."""
         async with self._pool.acquire() as conn, conn.transaction():
-            written = await _write_state(conn, facts)
+            written = await write_state(conn, facts)
         if written:  # not when a newer state was already written
             activity.logger.info("dossier written", extra={"version": facts.version, "phase": facts.view.phase.value})
 
@@ -87,7 +87,7 @@ class DossierActivities:
         return await erase(self._pool, input.complaint_id, ERASURE_REASON, self._catalogue, input.instance)
 
 
-async def _write_state(conn: asyncpg.Connection, facts: DossierFacts) -> bool:
+async def write_state(conn: asyncpg.Connection, facts: DossierFacts) -> bool:
     """Write the workflow's state (inside the caller's transaction); False if a newer one was written."""
     v, d = facts.view, facts.view.deadlines
     status = await conn.execute(

@@ -14,6 +14,7 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.dossier import write_state
 from activities.letters import LetterTemplates, Rendered, render_alert, render_mailbox_alert
 from activities.names import (
     LETTER_ERASED,
@@ -67,19 +68,22 @@ class MailActivities:
 
     @activity.defn(name=SEND_LETTER)
     async def send_letter(self, letter: SendLetterInput) -> LetterSent:
-        """Write the letter's row (claimed, on the first attempt), send it, and record it sent; an
-        acknowledgement with a ``dossier_version`` is recorded in the dossier in that same transaction."""
+        """Write the letter's row (claimed, on the first attempt; with the workflow's ``state``, if it carries
+        one), send it, and record it sent; a letter with a ``dossier_version`` records that version in the
+        dossier in that same transaction."""
         key = (letter.complaint_id, letter.kind.value, letter.sequence)
         rendered = self._templates.render(letter)
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire() as conn, conn.transaction():
             stored = await self._stage(conn, letter, rendered, claim=True)
+            if letter.state is not None:  # the state that wrote the letter, in the same transaction
+                await write_state(conn, letter.state)
             claimed = stored is not None
             if stored is None:  # written by an earlier attempt: as it was written
                 stored = await conn.fetchrow(f"SELECT message_id, recipient FROM letters WHERE {_LETTER}", *key)
         recorded: list[int] = []
         sent = await self._deliver(key, stored["message_id"], stored["recipient"] or letter.recipient.email,
                                    letter.recipient.name, rendered, letter_headers(letter), claimed=claimed,
-                                   also=_acknowledgement(letter, recorded))
+                                   also=_record_version(letter, recorded))
         return sent.model_copy(update={"dossier_version": recorded[0]}) if recorded else sent
 
     @activity.defn(name=STAGE_LETTERS)
@@ -215,24 +219,26 @@ class MailActivities:
         return AlertSent(message_id=msg_id, sent_at=sent_at)
 
 
-def _acknowledgement(letter: SendLetterInput, recorded: list[int]) -> OnSent | None:
-    """For an acknowledgement with a ``dossier_version``: record it in the dossier (``acknowledged_at``, the
-    version) if the dossier holds the version just before, or already holds this one; ``recorded`` gets the
-    version then."""
+def _record_version(letter: SendLetterInput, recorded: list[int]) -> OnSent | None:
+    """For a letter with a ``dossier_version``: record that version in the dossier (for an acknowledgement,
+    with ``acknowledged_at``) if the dossier holds the version just before, or already holds this one (an
+    earlier attempt recorded it); ``recorded`` gets the version then. The workflow trusts it only if
+    nothing else changed while the letter went (``ComplaintWorkflow._send_letter``)."""
     version = letter.dossier_version
-    if letter.kind is not LetterKind.ACKNOWLEDGEMENT or version is None:
+    if version is None:
         return None
+    acknowledgement = letter.kind is LetterKind.ACKNOWLEDGEMENT
 
     async def record(conn: asyncpg.Connection, sent_at: datetime) -> None:
         done = await conn.fetchval(
             """
-            UPDATE complaints SET acknowledged_at = coalesce(acknowledged_at, $2), state_version = $3,
-                updated_at = now()
+            UPDATE complaints SET state_version = $3, updated_at = now(),
+                acknowledged_at = CASE WHEN $5 THEN coalesce(acknowledged_at, $2) ELSE acknowledged_at END
             WHERE complaint_id = $1 AND purged_at IS NULL AND ($4::text IS NULL OR instance IS NULL OR instance = $4)
-                AND (state_version = $3 - 1 OR (state_version = $3 AND acknowledged_at IS NOT NULL))
+                AND (state_version = $3 - 1 OR (state_version = $3 AND (NOT $5 OR acknowledged_at IS NOT NULL)))
             RETURNING state_version
             """,
-            letter.complaint_id, sent_at, version, letter.instance)
+            letter.complaint_id, sent_at, version, letter.instance, acknowledgement)
         if done is not None:
             recorded.append(done)
 

@@ -731,10 +731,13 @@ class SendLetterInput(_Model):
     references: list[str] = Field(default_factory=list)
     #: Sent by the system on its own (the acknowledgement, the automatic extension): RFC 3834.
     automatic: bool = False
-    #: An acknowledgement: record it in the dossier as this version (its row's ``acknowledged_at``) in the
-    #: same transaction that marks the letter sent, if the dossier holds the version just before it
-    #: (the workflow's state was written); else the workflow's own dossier write records it.
+    #: Record the letter in the dossier as this version (an acknowledgement: with its row's
+    #: ``acknowledged_at``) in the same transaction that marks it sent, if the dossier holds the version
+    #: just before it (the workflow's state was written); else the workflow's own dossier write records it.
     dossier_version: int | None = None
+    #: The workflow's state, written to the dossier with the letter's row (the change that wrote the letter,
+    #: a decision say, and the letter in one transaction), when no dossier write of the workflow's own has it.
+    state: DossierFacts | None = None
 
 
 class LetterSent(_Model):
@@ -742,7 +745,7 @@ class LetterSent(_Model):
     sent_at: AwareDatetime
     #: The recipient ("" for a letter sent from the dossier: a retention run holds no address).
     to: str
-    #: The dossier version as which the letter's activity recorded the acknowledgement, in the same
+    #: The dossier version as which the letter's activity recorded the letter, in the same
     #: transaction that marked the letter sent (see ``SendLetterInput.dossier_version``); else None.
     dossier_version: int | None = None
 

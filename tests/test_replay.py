@@ -5,7 +5,9 @@ Replays the committed histories of every lifecycle path (recorded with
 break complaints already running fails here with a non-determinism error. Older
 generations are kept beside the newest (``-v1``: before the mediation deadline's patch; ``-v2``:
 before the mail patches: alerts in a queue of their own, a failing mail server, a closed complaint's
-letters); tests/test_patches.py shows what each patch guards and how it retires.
+letters; ``-v3``: before the lean intake; ``-v4``: before the lean staff actions; the two paths recorded
+later have ``-v1`` before the lean intake and ``-v2`` before the lean staff actions);
+tests/test_patches.py shows what each patch guards and how it retires.
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ def test_every_lifecycle_path_has_recorded_histories() -> None:
     paths = {"informal_resolved", "formal_default_extension_then_decided", "escalated_mediated_with_consequences",
              "formal_withdrawn"}
     later = {"closing_letter_bounced_and_resent", "closed_while_mail_server_failing"}
-    # Each generation kept: today's (the lean intake), before it (-v3 and, for the later paths, -v1), and older.
-    assert names >= paths | {f"{path}-{v}" for path in paths for v in ("v2", "v3")} \
+    # Each generation kept: today's (lean staff actions), the lean intake's (-v4; -v2 for the later paths),
+    # before it (-v3; -v1), and older.
+    assert names >= paths | {f"{path}-{v}" for path in paths for v in ("v2", "v3", "v4")} \
         | {"escalated_mediated_with_consequences-v1"}
-    assert names >= later | {f"{path}-v1" for path in later}
+    assert names >= later | {f"{path}-{v}" for path in later for v in ("v1", "v2")}
     # Each closed complaint continued as new into its retention run.
     assert all((HISTORIES / f"{name}-run2.json").exists() for name in names)
 

@@ -26,6 +26,7 @@ from complaints.models import (
     EscalateInput,
     ExtendInput,
     LetterKind,
+    MeasureInput,
     Outcome,
     Phase,
     ResolveInformallyInput,
@@ -150,6 +151,84 @@ async def test_intake_is_one_dossier_write_and_one_letter(env, client, settings,
     # The dossier keeps up with what follows (the writer takes over from the intake's versions).
     decided = await decide(handle)
     await wait_dossier(pool, handle, phase="decided", decided_at=decided.decision.at)
+
+
+async def test_a_decision_is_one_letter_that_carries_the_state(env, client, settings, worker, mail, pool):
+    """Lean staff actions (issue 15): the decision letter takes the decided state to the dossier with its row
+    and records itself as the next version, so no dossier write follows it; the deadline's timer changes
+    only when the deadline does (not for a measure, not for a letter sent); the Web UI is brought up to date
+    once for the decision (its phase, outcome and next deadline together)."""
+    handle = await start_formal(client, settings)
+    await wait_letter(mail, handle, LetterKind.ACKNOWLEDGEMENT)
+    await wait_view(handle, lambda v: v.acknowledged_at is not None and v.next_deadline is not None)
+    before = await settled_history_length(handle)
+
+    await handle.execute_update(ComplaintWorkflow.record_measure, MeasureInput(
+        by=STAFF, text="Trainers sturen de presentielijst voortaan mee."))
+    await eventually(lambda: _measures(pool, handle.id), what="the measure in the dossier")
+    decided = await decide(handle)
+    await wait_letter(mail, handle, LetterKind.DECISION)
+    view = await wait_view(handle, lambda v: [(l.kind, l.status) for l in v.letters][-1:] == [
+        (LetterKind.DECISION, "sent")])
+    await settled_history_length(handle)
+    events = (await handle.fetch_history()).events[before:]
+
+    activities = [e.activity_task_scheduled_event_attributes.activity_type.name for e in events
+                  if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED]
+    assert activities == ["update_dossier", "send_letter"]  # the measure's write; the letter with the decision
+    timers = [e.event_type for e in events if e.event_type in (EventType.EVENT_TYPE_TIMER_STARTED,
+                                                               EventType.EVENT_TYPE_TIMER_CANCELED)]
+    assert timers == [EventType.EVENT_TYPE_TIMER_CANCELED, EventType.EVENT_TYPE_TIMER_STARTED]  # the decision's
+    upserts = [set(e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields)
+               for e in events if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES]
+    assert upserts == [{sa.PHASE.name, sa.OUTCOME.name, sa.NEXT_DEADLINE.name}]
+    await assert_search_attributes(handle, phase=Phase.DECIDED, route="formal", product=PRODUCT,
+                                   outcome=Outcome.REJECTED, next_deadline=view.deadlines.objection_by)
+
+    row = await wait_dossier(pool, handle, phase="decided", decided_at=decided.decision.at,
+                             decision_motivation=decided.decision.motivation)
+    assert await pool.fetchval("SELECT status FROM letters WHERE complaint_id = $1 AND kind = 'decision'",
+                               handle.id) == "sent"
+    assert [e["action"] for e in await dossier_events(pool, handle)][-2:] == ["measure", "decide"]
+    assert row["phase"] == "decided"
+
+
+async def test_a_refused_decision_letter_leaves_the_decision_in_the_dossier(env, client, settings, worker, mail,
+                                                                            pool):
+    """The decision's state goes to the dossier with its letter's row, before the mail server is asked:
+    a letter refused for good leaves the decision recorded, and the refusal too."""
+    address = f"jan.devries-{uuid.uuid4().hex[:8]}@example.nl"
+    handle = await start_formal(client, settings, complainant={
+        "name": "Jan de Vries", "organisation": "Gemeente Delft", "email": address,
+        "phone": "+31 6 12345678", "role": "customer"})
+    await wait_letter(mail, handle, LetterKind.ACKNOWLEDGEMENT)
+    await wait_view(handle, lambda v: v.acknowledged_at is not None)
+    mail.refused_recipients.add(address)
+    try:
+        decided = await decide(handle)
+        await wait_alert(mail, handle, AlertKind.LETTER_UNDELIVERABLE)
+    finally:
+        mail.refused_recipients.discard(address)
+    view = await wait_view(handle, lambda v: [(l.kind, l.status) for l in v.letters][-1:] == [
+        (LetterKind.DECISION, "failed")])
+    assert view.phase is Phase.DECIDED
+    await wait_dossier(pool, handle, phase="decided", decided_at=decided.decision.at)
+    assert await pool.fetchval("SELECT status FROM letters WHERE complaint_id = $1 AND kind = 'decision'",
+                               handle.id) == "failed"
+    actions = [e["action"] for e in await eventually(
+        lambda: _events_through(pool, handle.id, "alert letter-undeliverable"), what="the refusal in the dossier")]
+    assert actions[-3:] == ["decide", "letter decision undeliverable", "alert letter-undeliverable"]
+
+
+async def _measures(pool, complaint_id: str) -> bool:
+    return bool(await pool.fetchval("SELECT count(*) FROM measures WHERE complaint_id = $1", complaint_id))
+
+
+async def _events_through(pool, complaint_id: str, last: str) -> list:
+    rows = await pool.fetch("SELECT action FROM complaint_events WHERE complaint_id = $1 ORDER BY sequence",
+                            complaint_id)
+    assert rows and rows[-1]["action"] == last, [r["action"] for r in rows]
+    return rows
 
 
 async def test_resolution_term_without_decision_is_extended_by_default(env, client, settings, worker,

@@ -142,6 +142,13 @@ CLOSED_LETTERS_PATCH = "closed-letters"
 #: start). Complaints before it open, plan and write as they did. It implies the patches before it
 #: that a new complaint always takes (SEPARATE_ALERTS_PATCH, CLOSED_LETTERS_PATCH, INCOMPLETE_PATCH).
 LEAN_INTAKE_PATCH = "lean-intake"
+#: Lean staff actions (issue 15, BENCHMARKS.md): every letter records its dossier version as it is marked
+#: sent (the dossier already holds everything else the letter changes), so no dossier write follows a
+#: letter; a deadline's timer keeps running while the state changes around it without moving that
+#: deadline; the search attributes and current details are brought up to date once per workflow task.
+#: Complaints before it keep their one write per letter, one timer per change and one upsert per
+#: ``_publish``. It implies LEAN_INTAKE_PATCH and the patches that one implies.
+LEAN_ACTIONS_PATCH = "lean-actions"
 
 # Refusal types, so that callers can tell "not now" from "not like that".
 NOT_ALLOWED = "ActionNotAllowed"
@@ -201,7 +208,8 @@ class ComplaintWorkflow:
         self._alerts_out: list[_Outgoing] = []
         # Decided here, before any update of the first activation is handled (an update can arrive with
         # the run's first task: a retention run's handlers use both).
-        self._lean = input.retained is None and workflow.patched(LEAN_INTAKE_PATCH)
+        self._lean_actions = input.retained is None and workflow.patched(LEAN_ACTIONS_PATCH)
+        self._lean = self._lean_actions or (input.retained is None and workflow.patched(LEAN_INTAKE_PATCH))
         # A history with the lean intake's marker was written by code that had every patch before it: they
         # are implied (each patch's marker costs its history two events, one a search-attribute upsert).
         self._separate_alerts = self._lean or workflow.patched(SEPARATE_ALERTS_PATCH)
@@ -214,6 +222,17 @@ class ComplaintWorkflow:
         #: Deadlines the dossier's calendar planned as the dossier opened, by (start, working days).
         self._planned_at_opening: dict[tuple[datetime, int], PlannedDeadline] = {}
         self._dossier_synced = -1
+        #: The version a letter's activity recorded while the dossier writer was still writing the one
+        #: before it (lean actions): the writer moves ``_dossier_synced`` on to it once done.
+        self._recorded_by_letter = -1
+        #: The version a letter in flight carries to the dossier (lean actions), and whether the letters' post
+        #: room is busy with one (else a letter waiting is about to go, and takes the state along).
+        self._carrying: int | None = None
+        self._sending = False
+        #: The timer of the deadline being waited for (lean actions): its moment and summary, and its task.
+        self._timer: tuple[tuple[datetime, str], asyncio.Task[None]] | None = None
+        #: The search attributes and current details are due to be brought up to date (lean actions).
+        self._publish_due = False
         self._published: tuple[object, ...] = ()
         #: Letters the mail server refused permanently (or that bounced), by kind, until staff resend them.
         self._undelivered: dict[LetterKind, SendLetterInput] = {}
@@ -270,6 +289,8 @@ class ComplaintWorkflow:
         background = [asyncio.create_task(self._post_room(self._mail)), asyncio.create_task(self._archivist())]
         if self._separate_alerts:
             background.append(asyncio.create_task(self._post_room(self._alerts_out)))
+        if self._lean_actions:
+            background.append(asyncio.create_task(self._publisher()))
         try:
             if input.retained is None:
                 await self._handle_complaint()
@@ -432,7 +453,7 @@ class ComplaintWorkflow:
 
         Letters, alerts and dossier writes are finished first, so nothing is lost on the way.
         """
-        self._publish()
+        self._publish(now=True)  # the run may end in this workflow task
         outcome = self._view.outcome.value if self._view.outcome else None
         workflow.logger.info("closed; kept in the dossier for a year",
                              extra={"phase": Phase.CLOSED.value, "outcome": outcome})
@@ -968,10 +989,12 @@ class ComplaintWorkflow:
             if self._acknowledging() and all(d.at > workflow.now() + ACKNOWLEDGEMENT_IN_FLIGHT for d in upcoming):
                 # Its outcome moves the deadlines, and it comes within the letter's attempts (MAIL_RETRY):
                 # sent, refused, or the mail server noted failing. No timer and no upsert until then.
+                self._stop_timer()
                 await workflow.wait_condition(lambda: not self._acknowledging() or self._view.phase is not phase)
                 continue
             self._set_next(upcoming[0] if upcoming else None)
             if not upcoming:
+                self._stop_timer()
                 if until_due:
                     return
                 version = self._version
@@ -984,6 +1007,7 @@ class ComplaintWorkflow:
             self._changed()
             if until_due and len(upcoming) == 1:
                 return
+        self._stop_timer()  # the phase is over, and its deadlines with it
 
     def _acknowledging(self) -> bool:
         """A new complaint's acknowledgement is on its way (lean intake): not yet sent, refused, or waiting
@@ -992,17 +1016,37 @@ class ComplaintWorkflow:
             and any(isinstance(m, SendLetterInput) and m.kind is LetterKind.ACKNOWLEDGEMENT for m in self._mail)
 
     async def _wait_for_change(self, at: datetime, summary: str) -> bool:
-        """Wait until ``at``; True if the state changed first, False once ``at`` has come."""
+        """Wait until ``at``; True if the state changed first, False once ``at`` has come.
+
+        Lean actions: the deadline's timer outlives a change that leaves it where it was (a letter sent,
+        a measure recorded), so a change costs no cancelled and restarted timer."""
         delay = at - workflow.now()
         if delay <= timedelta(0):
             return False
         version = self._version
-        try:
-            await workflow.wait_condition(lambda: self._version != version, timeout=delay,
-                                          timeout_summary=summary)
-            return True
-        except asyncio.TimeoutError:
-            return False
+        if not self._lean_actions:
+            try:
+                await workflow.wait_condition(lambda: self._version != version, timeout=delay,
+                                              timeout_summary=summary)
+                return True
+            except asyncio.TimeoutError:
+                return False
+        if self._timer is None or self._timer[0] != (at, summary):
+            self._stop_timer()
+            self._timer = ((at, summary), asyncio.create_task(workflow.sleep(delay, summary=summary)))
+        timer = self._timer[1]
+        await workflow.wait_condition(lambda: self._version != version or timer.done())
+        if self._version != version:
+            return True  # the next deadline is recomputed from the new state (this timer kept if it stays)
+        self._timer = None
+        return False
+
+    def _stop_timer(self) -> None:
+        """No deadline is waited for any more (or another one is): its timer is cancelled."""
+        if self._timer is not None:
+            if not self._timer[1].done():
+                self._timer[1].cancel()
+            self._timer = None
 
     def _set_next(self, deadline: _Deadline | None) -> None:
         v = self._view
@@ -1012,8 +1056,13 @@ class ComplaintWorkflow:
         if self._published != (v.phase, at, open_alerts(v, self._closed_letters), tuple(v.missing), v.product):
             self._publish()
 
-    def _publish(self) -> None:
-        """Keep the search attributes and the Web UI's current details in step with the state."""
+    def _publish(self, now: bool = False) -> None:
+        """Keep the search attributes and the Web UI's current details in step with the state: at once, or
+        (lean actions, unless ``now``) by ``_publisher`` as the workflow task ends, once for all its changes."""
+        if self._lean_actions and not now:
+            self._publish_due = True
+            return
+        self._publish_due = False
         v = self._view
         alerts = open_alerts(v, self._closed_letters)
         self._published = (v.phase, v.next_deadline, alerts, tuple(v.missing), v.product)
@@ -1042,6 +1091,13 @@ class ComplaintWorkflow:
             details.append(f"**Next deadline:** {v.next_deadline.isoformat()} ({v.next_deadline_for})")
         details.append(f"**Last action:** {last.action} by {last.by} at {last.at.isoformat()}")
         workflow.set_current_details("\n\n".join(details))
+
+    async def _publisher(self) -> None:
+        """Publish what changed, once per workflow task (its condition is checked after everything else the
+        task woke has run): a staff action that ends a phase and starts the next is one upsert, not two."""
+        while True:
+            await workflow.wait_condition(lambda: self._publish_due)
+            self._publish(now=True)
 
     # ======================================================== letters and alerts
 
@@ -1104,11 +1160,13 @@ class ComplaintWorkflow:
         while True:
             await workflow.wait_condition(lambda: bool(queue) and not self._erasing)
             item = queue[0]
+            self._sending = queue is self._mail
             if isinstance(item, (SendLetterInput, StoredLetterInput)):
                 await self._send_letter(item)
             else:
                 await self._send_alert(item)
             queue.pop(0)
+            self._sending = False
 
     async def _send_letter(self, letter: SendLetterInput | StoredLetterInput) -> None:
         """Send a letter (written from the complaint, or, in the retention run, from its row in the dossier)."""
@@ -1117,11 +1175,18 @@ class ComplaintWorkflow:
                               to="" if isinstance(letter, StoredLetterInput) else letter.recipient.email,
                               status="sent")
         while True:
-            # The acknowledgement records itself in the dossier if the dossier holds the state until now.
-            synced, sending = self._version, letter
-            if self._lean and isinstance(letter, SendLetterInput) and letter.kind is LetterKind.ACKNOWLEDGEMENT \
-                    and self._view.acknowledged_at is None and self._dossier_synced == synced:
-                sending = letter.model_copy(update={"dossier_version": synced + 1})
+            # The letter records itself in the dossier as the next version, if the dossier holds the state until
+            # now by the time it is sent (lean actions: every letter; the lean intake: the acknowledgement, if
+            # the dossier holds it already as it starts).
+            base, sending = self._version, letter
+            # Lean actions: a letter the dossier has not seen the state of yet takes it along (_dossier_due).
+            carry = self._lean_actions and isinstance(letter, SendLetterInput) and self._dossier_synced != base
+            if isinstance(letter, SendLetterInput) and (self._lean_actions or (
+                    self._lean and letter.kind is LetterKind.ACKNOWLEDGEMENT
+                    and self._view.acknowledged_at is None and self._dossier_synced == base)):
+                sending = letter.model_copy(update={"dossier_version": base + 1,
+                                                    "state": self._dossier_facts() if carry else None})
+                self._carrying = base if carry else None
             recorded_as: int | None = None
             try:
                 sent = await workflow.execute_activity(
@@ -1129,6 +1194,8 @@ class ComplaintWorkflow:
                     start_to_close_timeout=ACTIVITY_TIMEOUT, retry_policy=MAIL_RETRY,
                     summary=f"send {letter.kind.value} letter" + (" from the dossier" if stored else ""))
             except ActivityError as err:
+                # Whether its state was written is not known: the dossier's writer writes it (again).
+                self._carrying = None
                 _stop_if_cancelled(err)
                 if await self._mail_server_failing(err):
                     continue  # the server failed every attempt: waited, and tried again
@@ -1144,6 +1211,9 @@ class ComplaintWorkflow:
                     self._record(f"letter {letter.kind.value} undeliverable", "system", record.error)
                     self._alert(AlertKind.LETTER_UNDELIVERABLE)
             else:
+                if carry:  # written with the letter's row
+                    self._carrying = None
+                    self._dossier_synced = max(self._dossier_synced, base)
                 self._mail_server_works()
                 recorded_as = sent.dossier_version
                 record.sent_at, record.message_id = sent.sent_at, sent.message_id
@@ -1153,8 +1223,12 @@ class ComplaintWorkflow:
                 if letter.kind is LetterKind.ACKNOWLEDGEMENT and self._view.acknowledged_at is None:
                     self._acknowledged(sent.sent_at)
             self._changed()
-            if recorded_as is not None and recorded_as == self._version and self._dossier_synced == synced:
-                self._dossier_synced = recorded_as  # the letter's activity wrote this very state
+            if recorded_as is not None and recorded_as == base + 1 == self._version:
+                # Nothing else changed while it went: the letter's activity wrote this very state.
+                if self._dossier_synced == base:
+                    self._dossier_synced = recorded_as
+                elif self._lean_actions:
+                    self._recorded_by_letter = recorded_as  # over the version the writer has in flight
             return
 
     async def _mail_server_failing(self, err: ActivityError) -> bool:
@@ -1213,17 +1287,31 @@ class ComplaintWorkflow:
         while one is in flight.
         """
         while True:
-            await workflow.wait_condition(lambda: self._dossier_synced != self._version)
+            await workflow.wait_condition(self._dossier_due)
             version = self._version
-            await self._dossier_activity(
-                UPDATE_DOSSIER,
-                DossierFacts(version=version, view=self._snapshot(), contents=self._contents(),
-                             includes_personal_data=self._submission is not None,
-                             contact_email=str(self._submission.complainant.email) if self._submission
-                             else self._contact_email,
-                             instance=self._instance),
-                "update the dossier")
-            self._dossier_synced = version
+            await self._dossier_activity(UPDATE_DOSSIER, self._dossier_facts(), "update the dossier")
+            self._dossier_synced = max(self._dossier_synced, version)
+            if self._recorded_by_letter == version + 1:  # a letter recorded the next one meanwhile
+                self._dossier_synced = self._recorded_by_letter
+
+    def _dossier_due(self) -> bool:
+        """The dossier lacks the current state, and no letter carries it or is about to (lean actions: the
+        letter a change wrote takes the state with it, one activity instead of two)."""
+        if self._dossier_synced == self._version:
+            return False
+        if not self._lean_actions:
+            return True
+        letter_next = not self._sending and not self._erasing and bool(self._mail) \
+            and isinstance(self._mail[0], SendLetterInput)
+        return self._carrying != self._version and not letter_next
+
+    def _dossier_facts(self) -> DossierFacts:
+        """The state as the dossier keeps it, as of now."""
+        return DossierFacts(version=self._version, view=self._snapshot(), contents=self._contents(),
+                            includes_personal_data=self._submission is not None,
+                            contact_email=str(self._submission.complainant.email) if self._submission
+                            else self._contact_email,
+                            instance=self._instance)
 
     def _contents(self) -> Contents | None:
         """The minimum contents as they stand, for the dossier (filled in after receipt, perhaps)."""
@@ -1255,7 +1343,10 @@ class ComplaintWorkflow:
             summary=f"{what} ({term.en()})")
 
     def _snapshot(self) -> ComplaintView:
-        return self._view.model_copy(deep=True)
+        """The view as it is now, to hand over (an update's or query's result, an activity's input). Not a
+        copy: the SDK serializes each where it is handed over, before the workflow can change anything
+        (a deep copy cost every staff action two copies of its whole history)."""
+        return self._view
 
     # ================================================================ metrics
 
