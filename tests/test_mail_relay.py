@@ -46,6 +46,7 @@ from devstack.smtp import MailCatcher
 from tests.conftest import free_port
 from tests.factories import complaint_json
 from tests.lifecycle import (
+    decide,
     eventually,
     letters,
     run_after,
@@ -210,6 +211,49 @@ async def test_alerts_do_not_wait_behind_a_letter_that_keeps_failing(env, client
         await env.fast_forward(handle, timedelta(minutes=11))
         await wait_letter(relay, handle, LetterKind.ACKNOWLEDGEMENT)
         assert (await wait_view(handle, lambda v: v.acknowledged_at is not None)).mail_failing_since is None
+
+
+async def test_the_dossier_keeps_up_while_a_decision_letter_waits_for_the_mail_server(
+        env, client, settings, pool, relay, monkeypatch) -> None:
+    """The decision letter keeps failing (the complainant's server says "try again later") while a mail about
+    the complaint arrives and its alert goes out: the dossier records that mail and alert meanwhile, not
+    only once the letter has gone (the letter took the decision to the dossier, nothing after it)."""
+    _set_policy(monkeypatch, "MAIL_RETRY", RetryPolicy(
+        initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(milliseconds=200),
+        maximum_attempts=3))
+    address = f"traag-{uuid.uuid4().hex[:8]}@example.nl"
+    local = replace(settings, smtp_host=relay.host, smtp_port=relay.port)
+    async with build_worker(client, local, pool):
+        handle = await start_formal(client, local, complainant={
+            "name": "Jan de Vries", "organisation": "Gemeente Delft", "email": address,
+            "phone": "+31 6 12345678", "role": "customer"})
+        await wait_letter(relay, handle, LetterKind.ACKNOWLEDGEMENT)
+        await wait_view(handle, lambda v: v.acknowledged_at is not None)
+        relay.deferred_recipients.add(address)
+        try:
+            await decide(handle)
+            await wait_view(handle, lambda v: v.mail_failing_since is not None, "the decision letter failing")
+            await eventually(lambda: _dossier_phase(pool, handle.id, "decided"), what="the decision in the dossier")
+            await handle.execute_update(ComplaintWorkflow.receive_message, MessageReceivedInput(
+                ref="0123456789abcdef", at=datetime.now(timezone.utc), kind=MessageKind.REPLY,
+                sender=sender_hash("iemand@example.nl")))
+            await wait_alert(relay, handle, AlertKind.MESSAGE_RECEIVED)
+            await eventually(lambda: _dossier_has(pool, handle.id, "alert message-received"),
+                             what="the mail and its alert in the dossier while the letter waits")
+            assert letters(relay, handle, LetterKind.DECISION) == []
+        finally:
+            relay.deferred_recipients.discard(address)
+        await env.fast_forward(handle, timedelta(minutes=11))
+        await wait_letter(relay, handle, LetterKind.DECISION)
+
+
+async def _dossier_phase(pool, complaint_id: str, phase: str) -> bool:
+    return await pool.fetchval("SELECT phase FROM complaints WHERE complaint_id = $1", complaint_id) == phase
+
+
+async def _dossier_has(pool, complaint_id: str, action: str) -> bool:
+    return bool(await pool.fetchval("SELECT count(*) FROM complaint_events WHERE complaint_id = $1 AND action = $2",
+                                    complaint_id, action))
 
 
 async def _open_alerts(handle) -> list[str] | None:

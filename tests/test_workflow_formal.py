@@ -203,6 +203,7 @@ async def test_a_refused_decision_letter_leaves_the_decision_in_the_dossier(env,
         "phone": "+31 6 12345678", "role": "customer"})
     await wait_letter(mail, handle, LetterKind.ACKNOWLEDGEMENT)
     await wait_view(handle, lambda v: v.acknowledged_at is not None)
+    before = await settled_history_length(handle)
     mail.refused_recipients.add(address)
     try:
         decided = await decide(handle)
@@ -212,6 +213,12 @@ async def test_a_refused_decision_letter_leaves_the_decision_in_the_dossier(env,
     view = await wait_view(handle, lambda v: [(l.kind, l.status) for l in v.letters][-1:] == [
         (LetterKind.DECISION, "failed")])
     assert view.phase is Phase.DECIDED
+    await settled_history_length(handle)
+    events = (await handle.fetch_history()).events[before:]
+    # The letter went first, with the decision; the writer wrote only what its refusal changed.
+    first, *then = [e.activity_task_scheduled_event_attributes.activity_type.name for e in events
+                    if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED]
+    assert first == "send_letter" and sorted(then) == ["send_alert", "update_dossier"]
     await wait_dossier(pool, handle, phase="decided", decided_at=decided.decision.at)
     assert await pool.fetchval("SELECT status FROM letters WHERE complaint_id = $1 AND kind = 'decision'",
                                handle.id) == "failed"

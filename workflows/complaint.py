@@ -222,9 +222,6 @@ class ComplaintWorkflow:
         #: Deadlines the dossier's calendar planned as the dossier opened, by (start, working days).
         self._planned_at_opening: dict[tuple[datetime, int], PlannedDeadline] = {}
         self._dossier_synced = -1
-        #: The version a letter's activity recorded while the dossier writer was still writing the one
-        #: before it (lean actions): the writer moves ``_dossier_synced`` on to it once done.
-        self._recorded_by_letter = -1
         #: The version a letter in flight carries to the dossier (lean actions), and whether the letters' post
         #: room is busy with one (else a letter waiting is about to go, and takes the state along).
         self._carrying: int | None = None
@@ -480,6 +477,8 @@ class ComplaintWorkflow:
 
     def _continue_as_new(self, letters: list[StoredLetterInput]) -> None:
         """On to a retention run without personal data, with the letters and alerts still to send."""
+        if self._publish_due:  # the run ends in this workflow task: what changed last is published now
+            self._publish(now=True)
         alerts = [m for m in self._alerts_out + self._mail if isinstance(m, SendAlertInput)]
         letters += [m.model_copy(update={"to": None}) for m in self._mail if isinstance(m, StoredLetterInput)]
         workflow.continue_as_new(ComplaintWorkflowInput(retained=RetainedComplaint(
@@ -1160,13 +1159,16 @@ class ComplaintWorkflow:
         while True:
             await workflow.wait_condition(lambda: bool(queue) and not self._erasing)
             item = queue[0]
-            self._sending = queue is self._mail
+            letters = queue is self._mail
+            if letters:
+                self._sending = True
             if isinstance(item, (SendLetterInput, StoredLetterInput)):
                 await self._send_letter(item)
             else:
                 await self._send_alert(item)
             queue.pop(0)
-            self._sending = False
+            if letters:
+                self._sending = False
 
     async def _send_letter(self, letter: SendLetterInput | StoredLetterInput) -> None:
         """Send a letter (written from the complaint, or, in the retention run, from its row in the dossier)."""
@@ -1223,12 +1225,10 @@ class ComplaintWorkflow:
                 if letter.kind is LetterKind.ACKNOWLEDGEMENT and self._view.acknowledged_at is None:
                     self._acknowledged(sent.sent_at)
             self._changed()
-            if recorded_as is not None and recorded_as == base + 1 == self._version:
-                # Nothing else changed while it went: the letter's activity wrote this very state.
-                if self._dossier_synced == base:
-                    self._dossier_synced = recorded_as
-                elif self._lean_actions:
-                    self._recorded_by_letter = recorded_as  # over the version the writer has in flight
+            if recorded_as is not None and recorded_as == base + 1 == self._version and self._dossier_synced == base:
+                # Nothing else changed while it went, and the dossier holds the state it went from (written
+                # before, or carried by this letter): the letter's activity wrote this very state.
+                self._dossier_synced = recorded_as
             return
 
     async def _mail_server_failing(self, err: ActivityError) -> bool:
@@ -1290,9 +1290,7 @@ class ComplaintWorkflow:
             await workflow.wait_condition(self._dossier_due)
             version = self._version
             await self._dossier_activity(UPDATE_DOSSIER, self._dossier_facts(), "update the dossier")
-            self._dossier_synced = max(self._dossier_synced, version)
-            if self._recorded_by_letter == version + 1:  # a letter recorded the next one meanwhile
-                self._dossier_synced = self._recorded_by_letter
+            self._dossier_synced = max(self._dossier_synced, version)  # a letter may have carried a later one
 
     def _dossier_due(self) -> bool:
         """The dossier lacks the current state, and no letter carries it or is about to (lean actions: the
