@@ -65,7 +65,13 @@ async def test_worker_killed_after_a_burst_every_complaint_acknowledged_once(env
         # Activities the killed worker held are retried once their 30 s timeout passes.
         await wait_until(lambda: all_acknowledged(mail, ids), timeout=120, what="50 acknowledgements")
         await asyncio.sleep(2)  # nothing more should arrive
-        assert set(acknowledgements(mail, ids).values()) == {1}
+        # Each once, but for what SMTP cannot tell (RELIABILITY.md): a kill between the mail server's accept and
+        # the send reaching the heartbeat or the dossier gives that letter one more copy, the same Message-ID.
+        counts = acknowledgements(mail, ids)
+        assert set(counts.values()) <= {1, 2}, counts
+        for cid in (cid for cid, n in counts.items() if n == 2):
+            first, again = mail.find(x_complaint_id=cid, x_letter_kind="acknowledgement")
+            assert again["Message-ID"] == first["Message-ID"]
         rows = await pool.fetch(
             "SELECT complaint_id, count(*) AS n FROM complaints WHERE complaint_id = ANY($1) GROUP BY 1", ids)
         assert len(rows) == 50 and {r["n"] for r in rows} == {1}
