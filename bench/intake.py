@@ -52,7 +52,7 @@ warnings.filterwarnings("ignore", category=UserWarning, module="platformdirs.*")
 from bench.stack import (  # noqa: E402
     REPO, DevServer, Mailbox, Process, child_env, free_port, percentile, wait_for_poller)
 from complaints.staff import StaffRole  # noqa: E402
-from infra.signing import SigningInterceptor, new_key, write_key  # noqa: E402
+from infra.signing import new_key, write_key  # noqa: E402
 from devstack.postgres import LocalPostgres  # noqa: E402
 from infra.cli import exit_process  # noqa: E402
 from infra.codec import parse_keys  # noqa: E402
@@ -133,11 +133,11 @@ class Bench:
             self.postgres.start()
             self.mailbox.start()
             self.register.write_text(self.staff_key.register_entry(), encoding="utf-8")
-            write_key(self.staff_key, self.workdir / "staff-key.toml")  # for `admin.py decide`
+            write_key(self.staff_key, self.workdir / "staff-key.toml")  # for bench.staff and `admin.py decide`
             self.client = await Client.connect(self.server.address)
             settings = Settings(temporal_address=self.server.address, encryption_keys=parse_keys(self.keys))
-            self.product_client = await Client.connect(self.server.address, data_converter=data_converter(settings),
-                                                       interceptors=[SigningInterceptor(self.staff_key)])
+            # Intake only: the staff actions are signed and sent by bench/staff.py and admin.py.
+            self.product_client = await Client.connect(self.server.address, data_converter=data_converter(settings))
         except BaseException:
             await self.__aexit__()
             raise

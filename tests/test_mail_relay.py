@@ -47,6 +47,7 @@ from tests.conftest import free_port
 from tests.factories import complaint_json
 from tests.lifecycle import (
     decide,
+    dossier_events,
     eventually,
     letters,
     run_after,
@@ -54,6 +55,7 @@ from tests.lifecycle import (
     start_informal,
     started,
     wait_alert,
+    wait_dossier,
     wait_letter,
     wait_view,
 )
@@ -233,12 +235,12 @@ async def test_the_dossier_keeps_up_while_a_decision_letter_waits_for_the_mail_s
         try:
             await decide(handle)
             await wait_view(handle, lambda v: v.mail_failing_since is not None, "the decision letter failing")
-            await eventually(lambda: _dossier_phase(pool, handle.id, "decided"), what="the decision in the dossier")
+            await wait_dossier(pool, handle, phase="decided")
             await handle.execute_update(ComplaintWorkflow.receive_message, MessageReceivedInput(
                 ref="0123456789abcdef", at=datetime.now(timezone.utc), kind=MessageKind.REPLY,
                 sender=sender_hash("iemand@example.nl")))
             await wait_alert(relay, handle, AlertKind.MESSAGE_RECEIVED)
-            await eventually(lambda: _dossier_has(pool, handle.id, "alert message-received"),
+            await eventually(lambda: _dossier_has(pool, handle, "alert message-received"),
                              what="the mail and its alert in the dossier while the letter waits")
             assert letters(relay, handle, LetterKind.DECISION) == []
         finally:
@@ -247,13 +249,8 @@ async def test_the_dossier_keeps_up_while_a_decision_letter_waits_for_the_mail_s
         await wait_letter(relay, handle, LetterKind.DECISION)
 
 
-async def _dossier_phase(pool, complaint_id: str, phase: str) -> bool:
-    return await pool.fetchval("SELECT phase FROM complaints WHERE complaint_id = $1", complaint_id) == phase
-
-
-async def _dossier_has(pool, complaint_id: str, action: str) -> bool:
-    return bool(await pool.fetchval("SELECT count(*) FROM complaint_events WHERE complaint_id = $1 AND action = $2",
-                                    complaint_id, action))
+async def _dossier_has(pool, handle, action: str) -> bool:
+    return action in [e["action"] for e in await dossier_events(pool, handle)]
 
 
 async def _open_alerts(handle) -> list[str] | None:

@@ -223,7 +223,7 @@ async def test_a_refused_decision_letter_leaves_the_decision_in_the_dossier(env,
     assert await pool.fetchval("SELECT status FROM letters WHERE complaint_id = $1 AND kind = 'decision'",
                                handle.id) == "failed"
     actions = [e["action"] for e in await eventually(
-        lambda: _events_through(pool, handle.id, "alert letter-undeliverable"), what="the refusal in the dossier")]
+        lambda: _events_through(pool, handle, "alert letter-undeliverable"), what="the refusal in the dossier")]
     assert actions[-3:] == ["decide", "letter decision undeliverable", "alert letter-undeliverable"]
 
 
@@ -231,9 +231,8 @@ async def _measures(pool, complaint_id: str) -> bool:
     return bool(await pool.fetchval("SELECT count(*) FROM measures WHERE complaint_id = $1", complaint_id))
 
 
-async def _events_through(pool, complaint_id: str, last: str) -> list:
-    rows = await pool.fetch("SELECT action FROM complaint_events WHERE complaint_id = $1 ORDER BY sequence",
-                            complaint_id)
+async def _events_through(pool, handle, last: str) -> list:
+    rows = await dossier_events(pool, handle)
     assert rows and rows[-1]["action"] == last, [r["action"] for r in rows]
     return rows
 

@@ -1177,15 +1177,15 @@ class ComplaintWorkflow:
                               to="" if isinstance(letter, StoredLetterInput) else letter.recipient.email,
                               status="sent")
         while True:
-            # The letter records itself in the dossier as the next version, if the dossier holds the state until
-            # now by the time it is sent (lean actions: every letter; the lean intake: the acknowledgement, if
-            # the dossier holds it already as it starts).
+            # The letter records itself in the dossier as the next version if, by the time it is sent, the dossier
+            # holds the state it went from. Lean actions: every letter, and one whose state the dossier has not
+            # seen yet takes it along (_dossier_due); the lean intake: the acknowledgement, if already written.
             base, sending = self._version, letter
-            # Lean actions: a letter the dossier has not seen the state of yet takes it along (_dossier_due).
-            carry = self._lean_actions and isinstance(letter, SendLetterInput) and self._dossier_synced != base
+            carry = False
             if isinstance(letter, SendLetterInput) and (self._lean_actions or (
                     self._lean and letter.kind is LetterKind.ACKNOWLEDGEMENT
                     and self._view.acknowledged_at is None and self._dossier_synced == base)):
+                carry = self._lean_actions and self._dossier_synced != base
                 sending = letter.model_copy(update={"dossier_version": base + 1,
                                                     "state": self._dossier_facts() if carry else None})
                 self._carrying = base if carry else None
