@@ -130,7 +130,7 @@ class BaselineActivities:
 
 async def run_worker() -> None:
     from infra.config import load_settings
-    from worker import worker_options
+    from worker import tune_garbage_collector, worker_options
 
     settings = load_settings()  # the same WORKER_* tuning and pool size as the product's worker
     client = await Client.connect(os.environ["TEMPORAL_ADDRESS"])
@@ -142,6 +142,7 @@ async def run_worker() -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    tune_garbage_collector(settings)
     async with Worker(client, task_queue=os.environ["TEMPORAL_TASK_QUEUE"], workflows=list(WORKFLOWS.values()),
                       activities=[acts.insert, acts.plan, acts.send, acts.touch], **worker_options(settings)):
         await stop.wait()

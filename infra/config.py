@@ -142,6 +142,11 @@ class Settings:
     worker_max_concurrent_activities: int = 100
     worker_workflow_pollers: int = 5
     worker_activity_pollers: int = 5
+    #: The garbage collector's first threshold in the worker (``gc.set_threshold(n, 10, 100)``, after
+    #: ``gc.freeze()`` of what start-up made; worker.py ``tune_garbage_collector``). Python's default is 700;
+    #: a worker holds hundreds of thousands of objects in its cached complaints, and the default's full
+    #: collections cost it pauses of up to half a second (BENCHMARKS.md).
+    worker_gc_threshold: int = 2000
     #: Connections each worker keeps to the dossier database (asyncpg pool maximum).
     database_pool_size: int = 10
     #: The info@ mailbox the worker reads (``MAILBOX_URL``); None: no mailbox.
@@ -347,6 +352,7 @@ _TUNING = {
     "WORKER_MAX_CONCURRENT_ACTIVITIES": ("worker_max_concurrent_activities", 1),
     "WORKER_WORKFLOW_POLLERS": ("worker_workflow_pollers", 2),
     "WORKER_ACTIVITY_POLLERS": ("worker_activity_pollers", 1),
+    "WORKER_GC_THRESHOLD": ("worker_gc_threshold", 100),
     "DATABASE_POOL_SIZE": ("database_pool_size", 1),
 }
 
