@@ -335,6 +335,14 @@ class RetainedComplaint(_Model):
     alerts: list[SendAlertInput] = Field(default_factory=list)
 
 
+#: The complaint workflow's code generation that intake starts new complaints with
+#: (``ComplaintWorkflowInput.generation``). A generation stands for every ``workflow.patched`` of
+#: workflows/complaint.py that its code had, so a complaint of that generation takes them all without
+#: recording a marker (each costs two history events, one a search-attribute upsert). 1: every patch up
+#: to and including the lean staff actions. Raise it when a patch is added, once the workers run it.
+COMPLAINT_GENERATION = 1
+
+
 class ComplaintWorkflowInput(_Model):
     """Input of :class:`workflows.complaint.ComplaintWorkflow`.
 
@@ -347,11 +355,19 @@ class ComplaintWorkflowInput(_Model):
     retained: RetainedComplaint | None = None
     #: The catalogue's code for the submission's product, matched at intake (intake/start.py).
     product_code: ProductCode | None = None
+    #: The code generation the complaint started under (``COMPLAINT_GENERATION``, set by intake/start.py;
+    #: a retention run keeps its complaint's). 0: started before generations; its history's patch markers
+    #: say which patches it took.
+    generation: Annotated[int, Field(ge=0)] = 0
 
     @model_validator(mode="after")
     def _one_of(self) -> ComplaintWorkflowInput:
         if (self.submission is None) == (self.retained is None):
             raise ValueError("exactly one of submission and retained must be set")
+        if self.generation > COMPLAINT_GENERATION:
+            # A worker older than the intake that started it: the workflow task fails (and is tried again)
+            # until a worker with this generation's code takes it.
+            raise ValueError(f"generation {self.generation} is newer than this code's ({COMPLAINT_GENERATION})")
         if self.submission is not None and self.submission.received_at is None:
             raise ValueError("submission.received_at must be set before starting the workflow")
         return self

@@ -24,7 +24,14 @@ from complaints import search_attributes as sa
 from complaints.ids import complaint_id_for, fingerprint
 from complaints.products import Catalogue
 from infra.config import configured_catalogue
-from complaints.models import ComplaintResult, ComplaintSubmission, ComplaintWorkflowInput, Phase, Route
+from complaints.models import (
+    COMPLAINT_GENERATION,
+    ComplaintResult,
+    ComplaintSubmission,
+    ComplaintWorkflowInput,
+    Phase,
+    Route,
+)
 
 #: The complaint workflow's type (workflows/complaint.py; tests/test_mailbox_processing.py checks).
 COMPLAINT_WORKFLOW = "ComplaintWorkflow"
@@ -64,7 +71,7 @@ async def submit_complaint(client: Client, complaint: ComplaintSubmission, *, ta
     try:
         await client.start_workflow(
             COMPLAINT_WORKFLOW,
-            ComplaintWorkflowInput(submission=complaint, product_code=product),
+            ComplaintWorkflowInput(submission=complaint, product_code=product, generation=COMPLAINT_GENERATION),
             id=complaint_id,
             task_queue=task_queue,
             result_type=ComplaintResult,

@@ -3,27 +3,39 @@ nothing, each step proven safe (or shown unsafe too early) on real histories.
 
 - Step 0, today: complaints that were in mediation before the patch replay (the committed ``-v1``
   history, recorded before the mediation deadline existed) because the timer is behind ``patched``.
-- Step 1, deprecate: today's histories (with the patch marker) replay under ``deprecate_patch``;
+- Step 1, deprecate: histories recorded with the patch (its marker) replay under ``deprecate_patch``;
   the pre-patch history does not, which is why step 1 waits until no pre-patch complaint runs.
 - Step 2, remove: a history written by step 1 (a deprecated marker) replays without any call;
-  today's history (a marker that is not deprecated) does not, which is why step 2 waits until no
-  complaint that ran step 0's code runs. The step-1 history is made here, on the dev server.
+  a history recorded with the patch (a marker that is not deprecated) does not, which is why step 2 waits
+  until no complaint that ran step 0's code runs. The step-1 history is made here, on the dev server.
+  (Complaints of generation 1, COMPLAINT_GENERATION, take the patch without a marker: nothing to retire.)
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 
 import asyncpg
+import pytest
+from pydantic import ValidationError
 from temporalio import workflow
 from temporalio.client import Client, WorkflowHistory
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, WorkflowReplayResult
 
-from complaints.models import ComplaintResult, ComplaintWorkflowInput, EscalateInput, Phase
+from complaints.models import (
+    COMPLAINT_GENERATION,
+    ComplaintResult,
+    ComplaintSubmission,
+    ComplaintWorkflowInput,
+    EscalateInput,
+    Phase,
+)
 from devstack.smtp import MailCatcher
 from infra.codec import parse_keys
 from infra.config import Settings
 from infra.temporal_client import data_converter
+from tests.factories import complaint_json
 from tests.lifecycle import start_informal, started, to_mediation, wait_view
 from worker import build_worker, workflow_runner
 from workflows.analysis import AnnualAnalysisWorkflow
@@ -33,8 +45,9 @@ HISTORIES = Path(__file__).resolve().parent / "histories"
 KEYS = parse_keys((HISTORIES / "encryption-keys").read_text())
 #: Recorded before the mediation deadline existed (no patch marker).
 BEFORE_THE_PATCH = HISTORIES / "escalated_mediated_with_consequences-v1-run1.json"
-#: Recorded by today's code (step 0: a ``patched`` marker).
-WITH_THE_PATCH = HISTORIES / "escalated_mediated_with_consequences-run1.json"
+#: Recorded with the patch (step 0: a ``patched`` marker), by a complaint from before generations (today's
+#: complaints take the patch without a marker: COMPLAINT_GENERATION).
+WITH_THE_PATCH = HISTORIES / "escalated_mediated_with_consequences-v5-run1.json"
 
 
 @workflow.defn(name="ComplaintWorkflow")
@@ -110,3 +123,14 @@ async def test_step_2_removing_is_safe_once_only_deprecated_markers_remain(
     assert (await _replay(written_by_step_1, _Step2Removed, keys)).replay_failure is None
     assert (await _replay(written_by_step_1, _Step1Deprecated, keys)).replay_failure is None
     assert _nondeterministic(await _replay(_committed(WITH_THE_PATCH), _Step2Removed))
+
+
+def test_code_older_than_a_complaints_generation_does_not_run_it() -> None:
+    """A worker that predates the intake's generation fails the workflow task (it is tried again until a
+    worker of that generation takes it) instead of running the complaint without the patches it implies."""
+    submission = ComplaintSubmission.model_validate(complaint_json()).model_copy(
+        update={"received_at": datetime(2026, 12, 2, 9, tzinfo=timezone.utc)})
+    assert ComplaintWorkflowInput(submission=submission, generation=COMPLAINT_GENERATION).generation == COMPLAINT_GENERATION
+    with pytest.raises(ValidationError) as refused:
+        ComplaintWorkflowInput(submission=submission, generation=COMPLAINT_GENERATION + 1)
+    assert f"generation {COMPLAINT_GENERATION + 1} is newer than this code's" in str(refused.value)

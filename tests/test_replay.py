@@ -5,8 +5,9 @@ Replays the committed histories of every lifecycle path (recorded with
 break complaints already running fails here with a non-determinism error. Older
 generations are kept beside the newest (``-v1``: before the mediation deadline's patch; ``-v2``:
 before the mail patches: alerts in a queue of their own, a failing mail server, a closed complaint's
-letters; ``-v3``: before the lean intake; ``-v4``: before the lean staff actions; the two paths recorded
-later have ``-v1`` before the lean intake and ``-v2`` before the lean staff actions);
+letters; ``-v3``: before the lean intake; ``-v4``: before the lean staff actions; ``-v5``: before the
+complaint's generation in its input, with patch markers; the two paths recorded later have ``-v1`` before
+the lean intake, ``-v2`` before the lean staff actions, ``-v3`` before the generation);
 tests/test_patches.py shows what each patch guards and how it retires.
 """
 
@@ -34,13 +35,24 @@ def test_every_lifecycle_path_has_recorded_histories() -> None:
     paths = {"informal_resolved", "formal_default_extension_then_decided", "escalated_mediated_with_consequences",
              "formal_withdrawn"}
     later = {"closing_letter_bounced_and_resent", "closed_while_mail_server_failing"}
-    # Each generation kept: today's (lean staff actions), the lean intake's (-v4; -v2 for the later paths),
-    # before it (-v3; -v1), and older.
-    assert names >= paths | {f"{path}-{v}" for path in paths for v in ("v2", "v3", "v4")} \
+    # Each generation kept: today's (generation 1, no patch markers), the lean staff actions' with their
+    # marker (-v5; -v3 for the later paths), the lean intake's (-v4; -v2), before it (-v3; -v1), and older.
+    assert names >= paths | {f"{path}-{v}" for path in paths for v in ("v2", "v3", "v4", "v5")} \
         | {"escalated_mediated_with_consequences-v1"}
-    assert names >= later | {f"{path}-{v}" for path in later for v in ("v1", "v2")}
+    assert names >= later | {f"{path}-{v}" for path in later for v in ("v1", "v2", "v3")}
     # Each closed complaint continued as new into its retention run.
     assert all((HISTORIES / f"{name}-run2.json").exists() for name in names)
+
+
+def test_todays_histories_record_no_patch_marker() -> None:
+    """A complaint of generation 1 takes every patch without asking (COMPLAINT_GENERATION)."""
+    today = [f for f in FILES if "-v" not in f.name]
+    assert len(today) == 13
+    for f in today:
+        markers = {e.marker_recorded_event_attributes.marker_name
+                   for e in WorkflowHistory.from_json(f.stem, f.read_text()).events
+                   if e.HasField("marker_recorded_event_attributes")}
+        assert "core_patch" not in markers, f.name
 
 
 @pytest.mark.parametrize("path", FILES, ids=[f.stem for f in FILES])

@@ -125,11 +125,12 @@ async def test_intake_is_one_dossier_write_and_one_letter(env, client, settings,
     assert activities == ["open_dossier", "send_letter"]
     markers = [e.marker_recorded_event_attributes.marker_name for e in events
                if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
-    assert "core_local_activity" not in markers
+    # No local activity, and no patch marker: the complaint's generation (set by the intake) implies them all.
+    assert markers == []
     upserts = [set(e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields)
                for e in events if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES]
-    # The lean intake's patch marker (it implies the patches before it); the next deadline once acknowledged.
-    assert upserts == [{"TemporalChangeVersion"}, {sa.NEXT_DEADLINE.name}]
+    # Only the next deadline, once acknowledged (no TemporalChangeVersion: no patch was asked).
+    assert upserts == [{sa.NEXT_DEADLINE.name}]
     assert sum(e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED for e in events) == 3
     # One timer: the next deadline once the letter is out (none is started and cancelled while it goes).
     assert [e.event_type for e in events if e.event_type in (EventType.EVENT_TYPE_TIMER_STARTED,

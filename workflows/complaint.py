@@ -149,6 +149,20 @@ LEAN_INTAKE_PATCH = "lean-intake"
 #: Complaints before it keep their one write per letter, one timer per change and one upsert per
 #: ``_publish``. It implies LEAN_INTAKE_PATCH and the patches that one implies.
 LEAN_ACTIONS_PATCH = "lean-actions"
+#: Complaints started since these patches carry their code generation in their input instead
+#: (``ComplaintWorkflowInput.generation``, complaints/models.py ``COMPLAINT_GENERATION``): a complaint takes
+#: each patch listed here from its generation on without asking ``workflow.patched``, so its history holds
+#: no patch marker and no ``TemporalChangeVersion`` upsert. A patch added later is asked by every complaint
+#: (``_patched`` finds it in no generation) until a new generation is listed for it here.
+IMPLIED_FROM_GENERATION = {
+    MEDIATION_STALLED_PATCH: 1,
+    INCOMPLETE_PATCH: 1,
+    SEPARATE_ALERTS_PATCH: 1,
+    MAIL_SERVER_PATCH: 1,
+    CLOSED_LETTERS_PATCH: 1,
+    LEAN_INTAKE_PATCH: 1,
+    LEAN_ACTIONS_PATCH: 1,
+}
 
 # Refusal types, so that callers can tell "not now" from "not like that".
 NOT_ALLOWED = "ActionNotAllowed"
@@ -208,12 +222,15 @@ class ComplaintWorkflow:
         self._alerts_out: list[_Outgoing] = []
         # Decided here, before any update of the first activation is handled (an update can arrive with
         # the run's first task: a retention run's handlers use both).
-        self._lean_actions = input.retained is None and workflow.patched(LEAN_ACTIONS_PATCH)
-        self._lean = self._lean_actions or (input.retained is None and workflow.patched(LEAN_INTAKE_PATCH))
+        #: The code generation the complaint started under (COMPLAINT_GENERATION): it takes the patches its
+        #: generation implies without a marker; 0 (started before generations) asks as it always did.
+        self._generation = input.generation
+        self._lean_actions = input.retained is None and self._patched(LEAN_ACTIONS_PATCH)
+        self._lean = self._lean_actions or (input.retained is None and self._patched(LEAN_INTAKE_PATCH))
         # A history with the lean intake's marker was written by code that had every patch before it: they
         # are implied (each patch's marker costs its history two events, one a search-attribute upsert).
-        self._separate_alerts = self._lean or workflow.patched(SEPARATE_ALERTS_PATCH)
-        self._closed_letters = self._lean or workflow.patched(CLOSED_LETTERS_PATCH)
+        self._separate_alerts = self._lean or self._patched(SEPARATE_ALERTS_PATCH)
+        self._closed_letters = self._lean or self._patched(CLOSED_LETTERS_PATCH)
         #: The address staff corrected during the retention year (that run's one personal datum: it
         #: continues as new once the dossier holds it).
         self._contact_email: str | None = None
@@ -260,6 +277,12 @@ class ComplaintWorkflow:
         self._record("submitted", "intake", f"via {s.channel.value}, route {s.route.value}")
         if s.route is Route.FORMAL:
             self._enter_formal(s.received_at)
+
+    def _patched(self, patch: str) -> bool:
+        """Whether this complaint takes ``patch``: without a marker from the generation that implies it
+        (IMPLIED_FROM_GENERATION), else as its history says (``workflow.patched``)."""
+        implied_from = IMPLIED_FROM_GENERATION.get(patch)
+        return (implied_from is not None and self._generation >= implied_from) or workflow.patched(patch)
 
     # ================================================================ the procedure
 
@@ -363,7 +386,7 @@ class ComplaintWorkflow:
             self._view.calendar = planned.calendar
             self._letter(LetterKind.ACKNOWLEDGEMENT, missing=self._view.missing)
             self._changed()
-        if self._view.missing and d.complete_by is None and (self._lean or workflow.patched(INCOMPLETE_PATCH)):
+        if self._view.missing and d.complete_by is None and (self._lean or self._patched(INCOMPLETE_PATCH)):
             planned = await self._plan(self._view.formal_received_at, terms.COMPLETE_WITHIN,
                                        "plan asking the director to complete the complaint")
             d.complete_by = planned.at
@@ -418,7 +441,7 @@ class ComplaintWorkflow:
     async def _mediation_phase(self) -> None:
         """An independent mediator is engaged within ``MEDIATOR_WITHIN``; the verdict is binding."""
         # Added after complaints were already running (MEDIATION_STALLED_PATCH says how it retires).
-        if workflow.patched(MEDIATION_STALLED_PATCH) and self._view.deadlines.mediator_by is None:
+        if self._patched(MEDIATION_STALLED_PATCH) and self._view.deadlines.mediator_by is None:
             await self._plan_mediator()
         await self._follow_deadlines(Phase.MEDIATION, self._mediation_deadlines)
 
@@ -458,7 +481,7 @@ class ComplaintWorkflow:
             self._continue_as_new(await self._hand_over_letters())
         await workflow.wait_condition(lambda: workflow.all_handlers_finished() and self._idle())
         workflow.continue_as_new(ComplaintWorkflowInput(retained=RetainedComplaint(
-            view=anonymous(self._view), dossier_version=self._version)))
+            view=anonymous(self._view), dossier_version=self._version), generation=self._generation))
 
     async def _hand_over_letters(self) -> list[StoredLetterInput]:
         """Wait until nothing is in flight, or until the mail server keeps failing: then the letters still
@@ -482,7 +505,8 @@ class ComplaintWorkflow:
         alerts = [m for m in self._alerts_out + self._mail if isinstance(m, SendAlertInput)]
         letters += [m.model_copy(update={"to": None}) for m in self._mail if isinstance(m, StoredLetterInput)]
         workflow.continue_as_new(ComplaintWorkflowInput(retained=RetainedComplaint(
-            view=anonymous(self._view), dossier_version=self._version, letters=letters, alerts=alerts)))
+            view=anonymous(self._view), dossier_version=self._version, letters=letters, alerts=alerts),
+            generation=self._generation))
 
     def _settled(self) -> bool:
         """The dossier is written, and every message went out, or the mail server keeps failing."""
@@ -1236,7 +1260,7 @@ class ComplaintWorkflow:
         outcome): say so where operators look (ComplaintOpenAlerts, an ERROR line, a metric; not by mail,
         which is what fails), wait, and let the caller try again. False for a permanent answer."""
         if _cause_type(err) in (UNDELIVERABLE, UNCERTAIN, LETTER_ERASED) or \
-                not workflow.patched(MAIL_SERVER_PATCH):
+                not self._patched(MAIL_SERVER_PATCH):
             return False
         if self._view.mail_failing_since is None:
             self._view.mail_failing_since = workflow.now()
