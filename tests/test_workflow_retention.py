@@ -109,6 +109,14 @@ async def test_a_closed_complaint_keeps_its_dossier_a_year_then_loses_its_person
     assert isinstance(result, ComplaintResult)
     assert result.complaint_id == handle.id and result.outcome is Outcome.MEDIATED
     assert result.closed_at == view.closed_at
+    # The complaint's generation (set by the intake) went on into its retention run: neither run asked
+    # a patch, so neither recorded a patch marker (the mediation and retention run each would).
+    first_run = (await handle.describe()).raw_description.workflow_execution_info.first_run_id
+    runs = [client.get_workflow_handle(handle.id, run_id=first_run), client.get_workflow_handle(handle.id)]
+    assert runs[0].run_id != (await runs[1].describe()).run_id
+    for run in runs:
+        events = (await run.fetch_history()).events
+        assert [e for e in events if e.marker_recorded_event_attributes.marker_name == "core_patch"] == []
 
     after = await dossier(pool, handle)
     assert after["phase"] == "purged" and after["purged_at"] is not None

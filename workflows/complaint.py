@@ -120,6 +120,8 @@ with workflow.unsafe.imports_passed_through():
 #: 2. Remove the ``deprecate_patch`` call, once every complaint that ran the ``patched`` code has left
 #:    its first run (the same query with the deploy time of step 1): histories written in step 1 carry
 #:    a deprecated marker, which code without the call replays; histories of step 0 do not.
+#: Complaints of generation 1 and later take this patch without a marker (IMPLIED_FROM_GENERATION) and
+#: need neither step: in step 1, call ``deprecate_patch`` only where ``self._generation`` is 0.
 MEDIATION_STALLED_PATCH = "mediation-stalled-alert"
 #: The ``complaint-incomplete`` alert of complaints that came by mail without all minimum contents.
 #: Complaints before it never lacked any, so their histories never reach it; guarded all the same.
