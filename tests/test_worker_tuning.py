@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -67,7 +68,19 @@ def garbage_collector() -> Iterator[None]:
 def test_the_worker_freezes_what_start_up_made_and_collects_at_its_threshold() -> None:
     made_at_start_up = [object()]  # a container the collector tracks, alive for the worker's life
     assert any(o is made_at_start_up for o in gc.get_objects())
-    tune_garbage_collector(load_settings({"WORKER_GC_THRESHOLD": "3000"}))
+
+    class Garbage:
+        pass
+    left_over = Garbage()
+    left_over.cycle = left_over  # type: ignore[attr-defined]  # start-up's garbage: only a collection frees it
+    gone = weakref.ref(left_over)
+    del left_over
+    gc.disable()  # no collection of its own between here and the tuning
+    try:
+        tune_garbage_collector(load_settings({"WORKER_GC_THRESHOLD": "3000"}))
+    finally:
+        gc.enable()
+    assert gone() is None  # collected first, not frozen for the worker's life
     assert gc.get_threshold() == (3000, 10, 100)
     # Frozen: no collection walks it again (gc.get_objects lists what the collections walk).
     assert not any(o is made_at_start_up for o in gc.get_objects())
