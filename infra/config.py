@@ -346,7 +346,7 @@ def _observability(env: Mapping[str, str]) -> dict[str, object]:
 
 
 #: Worker tuning variables, their Settings field, and the smallest sensible value.
-_TUNING = {
+TUNING_VARIABLES = {
     "WORKER_MAX_CACHED_WORKFLOWS": ("worker_max_cached_workflows", 0),
     "WORKER_MAX_CONCURRENT_WORKFLOW_TASKS": ("worker_max_concurrent_workflow_tasks", 2),
     "WORKER_MAX_CONCURRENT_ACTIVITIES": ("worker_max_concurrent_activities", 1),
@@ -359,7 +359,7 @@ _TUNING = {
 
 def _tuning(env: Mapping[str, str]) -> dict[str, int]:
     values = {}
-    for name, (field_name, least) in _TUNING.items():
+    for name, (field_name, least) in TUNING_VARIABLES.items():
         if (value := _whole_number(env, name, least)) is not None:
             values[field_name] = value
     return values

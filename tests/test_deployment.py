@@ -116,6 +116,17 @@ def compose(path: Path = COMPOSE_FILE) -> dict[str, Any]:
     return _resolve(document, env)
 
 
+def test_the_worker_is_tuned_with_the_codes_defaults_and_every_variable() -> None:
+    """Every worker tuning variable reaches the compose worker, its default there the code's (BENCHMARKS.md)."""
+    from infra.config import TUNING_VARIABLES, Settings, load_settings
+
+    env = environment(worker())
+    assert set(TUNING_VARIABLES) <= set(env), f"not passed to the worker: {sorted(set(TUNING_VARIABLES) - set(env))}"
+    tuned = load_settings({name: env[name] for name in TUNING_VARIABLES})
+    for name, (field_name, _) in TUNING_VARIABLES.items():
+        assert getattr(tuned, field_name) == getattr(Settings(), field_name), f"{name}: compose's default differs"
+
+
 def services() -> dict[str, dict[str, Any]]:
     return compose()["services"]
 
