@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import time as _time
-import uuid
+from collections.abc import Iterable
 from datetime import date, datetime, time, timedelta
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
@@ -26,6 +27,7 @@ import holidays
 import pytest
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
@@ -88,11 +90,14 @@ async def eventually(check: Callable[[], Any], timeout: float = WAIT, interval: 
 # -------------------------------------------------------------- complaints
 
 
+def new_submission(**overrides: Any) -> ComplaintSubmission:
+    """A complaint as an intake service submits it, with a reference of its own (tests/factories.py)."""
+    return ComplaintSubmission.model_validate(complaint_json(**overrides))
+
+
 async def start_complaint(client: Client, settings: Settings, **overrides: Any) -> WorkflowHandle:
     """Submit a complaint through the intake API; returns the handle of its workflow."""
-    data = complaint_json(**overrides)
-    data["reference"] = f"<{uuid.uuid4()}@lifecycle.test>"
-    submission = ComplaintSubmission.model_validate(data)
+    submission = new_submission(**overrides)
     result = await submit_complaint(client, submission, task_queue=settings.task_queue,
                                     catalogue=settings.product_catalogue)
     assert result.created
@@ -317,6 +322,12 @@ async def assert_search_attributes(handle: WorkflowHandle, *, phase: Phase, rout
 
 
 # -------------------------------------------------------------------- mail
+
+
+def patch_markers(events: Iterable[HistoryEvent]) -> list[str]:
+    """The patches a run recorded a marker of (each ``workflow.patched`` it asked), in order."""
+    return [json.loads(e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data)["id"]
+            for e in events if e.marker_recorded_event_attributes.marker_name == "core_patch"]
 
 
 def letters(mail: MailCatcher, handle: WorkflowHandle, kind: LetterKind) -> list[Any]:

@@ -13,7 +13,6 @@ nothing, each step proven safe (or shown unsafe too early) on real histories.
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,7 +27,6 @@ from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, WorkflowRepla
 from complaints.models import (
     COMPLAINT_GENERATION,
     ComplaintResult,
-    ComplaintSubmission,
     ComplaintWorkflowInput,
     EscalateInput,
     LetterKind,
@@ -38,8 +36,9 @@ from devstack.smtp import MailCatcher
 from infra.codec import parse_keys
 from infra.config import Settings
 from infra.temporal_client import data_converter
-from tests.factories import complaint_json
 from tests.lifecycle import (
+    new_submission,
+    patch_markers,
     settled_history_length,
     start_informal,
     started,
@@ -138,8 +137,7 @@ async def test_step_2_removing_is_safe_once_only_deprecated_markers_remain(
 def test_code_older_than_a_complaints_generation_does_not_run_it() -> None:
     """The input of a complaint from a newer generation is refused (a worker decoding it fails the workflow
     task, which is tried again) instead of the complaint running without the patches its generation implies."""
-    submission = ComplaintSubmission.model_validate(complaint_json()).model_copy(
-        update={"received_at": datetime.now(timezone.utc)})
+    submission = new_submission().model_copy(update={"received_at": datetime.now(timezone.utc)})
     assert ComplaintWorkflowInput(submission=submission, generation=COMPLAINT_GENERATION).generation \
         == COMPLAINT_GENERATION
     with pytest.raises(ValidationError) as refused:
@@ -151,16 +149,13 @@ async def test_a_complaint_without_a_generation_asks_its_patches_as_before(
         client: Client, settings: Settings, worker: None, mail: MailCatcher) -> None:
     """A complaint started by an intake from before generations (its input has none) runs today's code
     through ``workflow.patched``: it records the lean patch's marker, and takes the lean intake."""
-    submission = ComplaintSubmission.model_validate(
-        {**complaint_json(route="formal", channel="email"), "reference": f"<{uuid.uuid4()}@patches.test>"})
-    submission = submission.model_copy(update={"received_at": datetime.now(timezone.utc)})
+    submission = new_submission(route="formal", channel="email").model_copy(
+        update={"received_at": datetime.now(timezone.utc)})
     handle = await client.start_workflow(ComplaintWorkflow.run, ComplaintWorkflowInput(submission=submission),
                                          id=f"complaint-{uuid.uuid4().hex[:16]}", task_queue=settings.task_queue)
     await wait_letter(mail, handle, LetterKind.ACKNOWLEDGEMENT)
     await settled_history_length(handle)
     events = (await handle.fetch_history()).events
-    patches = [e.marker_recorded_event_attributes for e in events
-               if e.marker_recorded_event_attributes.marker_name == "core_patch"]
-    assert [json.loads(p.details["patch-data"].payloads[0].data)["id"] for p in patches] == [LEAN_ACTIONS_PATCH]
+    assert patch_markers(events) == [LEAN_ACTIONS_PATCH]
     assert [e.activity_task_scheduled_event_attributes.activity_type.name for e in events
             if e.HasField("activity_task_scheduled_event_attributes")] == ["open_dossier", "send_letter"]

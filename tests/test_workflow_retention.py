@@ -36,6 +36,7 @@ from tests.lifecycle import (
     engage,
     give_verdict,
     one_year_after,
+    patch_markers,
     settled_history_length,
     start_formal,
     start_informal,
@@ -115,8 +116,7 @@ async def test_a_closed_complaint_keeps_its_dossier_a_year_then_loses_its_person
     runs = [client.get_workflow_handle(handle.id, run_id=first_run), client.get_workflow_handle(handle.id)]
     assert runs[0].run_id != (await runs[1].describe()).run_id
     for run in runs:
-        events = (await run.fetch_history()).events
-        assert [e for e in events if e.marker_recorded_event_attributes.marker_name == "core_patch"] == []
+        assert patch_markers((await run.fetch_history()).events) == []
 
     after = await dossier(pool, handle)
     assert after["phase"] == "purged" and after["purged_at"] is not None
